@@ -1,0 +1,274 @@
+/**
+ * @module The chat domain: what a logged-in user can do, whatever transport carries the request.
+ * It writes through the query modules, commits, and only then tells other nodes through the bus.
+ * It knows nothing of sockets: pushing to them is the realtime layer's job.
+ */
+import type { Sql } from "../db/connect.ts";
+import * as q from "../db/queries/chat.ts";
+import * as presence from "../db/queries/presence.ts";
+import type { Logger } from "../log.ts";
+import type { Bus } from "../realtime/bus.ts";
+import { type Accounts, validate } from "./accounts.ts";
+import { ChatError } from "./errors.ts";
+import { groupDescription, groupName, messageText } from "./rules.ts";
+
+export type { FriendRow as Friend, GroupRow as Group } from "../db/queries/chat.ts";
+export type Target = { user: number } | { group: number };
+
+export interface User {
+  id: number;
+  name: string;
+}
+
+/** A message as the wire shows it (PROTOCOL.md, Types). */
+export interface Message {
+  id: number;
+  from: User;
+  to: Target;
+  text: string;
+  at: string;
+  clientId?: string;
+}
+
+export type Credentials = { name: string; password: string } | { id: number; password: string } | {
+  token: string;
+};
+
+export interface LoggedIn {
+  user: User;
+  /** The token to resume with: a new one after a password login, the same after a token login. */
+  token: string;
+  sessionId: number;
+}
+
+export function toMessage(row: q.MessageRow): Message {
+  return {
+    id: row.id,
+    from: { id: row.senderId, name: row.senderName },
+    to: row.groupId !== null ? { group: row.groupId } : { user: row.recipientId! },
+    text: row.text,
+    at: row.at.toISOString(),
+    ...(row.clientId !== null ? { clientId: row.clientId } : {}),
+  };
+}
+
+const notFoundUser = (id: number) =>
+  new ChatError("not_found", `No user has id ${id}: check the id`);
+const notFoundGroup = (id: number) =>
+  new ChatError("not_found", `No group has id ${id}: check the id`);
+
+export interface ChatOptions {
+  sql: Sql;
+  bus: Bus;
+  accounts: Accounts;
+  node: presence.NodeIdentity;
+  loginPolicy: presence.LoginPolicy;
+  log: Logger;
+}
+
+export class Chat {
+  readonly accounts: Accounts;
+  readonly #sql: Sql;
+  readonly #bus: Bus;
+  readonly #node: presence.NodeIdentity;
+  readonly #policy: presence.LoginPolicy;
+  readonly #log: Logger;
+
+  constructor(options: ChatOptions) {
+    this.#sql = options.sql;
+    this.#bus = options.bus;
+    this.accounts = options.accounts;
+    this.#node = options.node;
+    this.#policy = options.loginPolicy;
+    this.#log = options.log;
+  }
+
+  /** Publishes after commit; a lost notification is recovered by the resync, so it never fails a request. */
+  #tell(event: Parameters<Bus["publish"]>[0]): void {
+    this.#bus.publish(event).catch((error) =>
+      this.#log.warn("bus.publish_failed", { error, kind: event.type })
+    );
+  }
+
+  /** Checks credentials and opens a session on this node under the login policy. */
+  async login(credentials: Credentials, transport: presence.Transport): Promise<LoggedIn> {
+    const user = "token" in credentials
+      ? await this.accounts.authenticateToken(credentials.token)
+      : await this.accounts.authenticate(
+        "id" in credentials ? credentials.id : credentials.name,
+        credentials.password,
+      );
+    const opened = await presence.openSession(
+      this.#sql,
+      this.#node,
+      user.id,
+      transport,
+      this.#policy,
+    );
+    if (!opened) {
+      throw new ChatError(
+        "already_online",
+        "This account is already online elsewhere: log out there first",
+      );
+    }
+    if (opened.replaced.length > 0) {
+      this.#tell({ type: "kick", sessions: opened.replaced.map((r) => r.id) });
+    }
+    if (opened.cameOnline) this.#tell({ type: "presence", user: user.id, online: true });
+    const token = "token" in credentials
+      ? credentials.token
+      : await this.accounts.issueToken(user.id);
+    return { user, token, sessionId: opened.sessionId };
+  }
+
+  /** Ends a session (socket closed, logout, or drain); tells contacts when it was the last one. */
+  async endSession(sessionId: number): Promise<void> {
+    const offline = await presence.closeSession(this.#sql, sessionId);
+    if (offline !== null) this.#tell({ type: "presence", user: offline, online: false });
+  }
+
+  async logout(sessionId: number, token: string | null): Promise<void> {
+    if (token) await this.accounts.revokeToken(token);
+    await this.endSession(sessionId);
+  }
+
+  /** Publishes presence-offline for users who lost their last session some other way (reaper, reset). */
+  wentOffline(users: readonly number[]): void {
+    for (const user of users) this.#tell({ type: "presence", user, online: false });
+  }
+
+  async overview(userId: number): Promise<{ friends: q.FriendRow[]; groups: q.GroupRow[] }> {
+    const [friends, groups] = await Promise.all([
+      q.friendsOf(this.#sql, userId),
+      q.groups(this.#sql, { member: userId }),
+    ]);
+    return { friends, groups };
+  }
+
+  async addFriend(userId: number, friendId: number): Promise<q.FriendRow> {
+    if (friendId === userId) {
+      throw new ChatError("bad_frame", 'Invalid field "user": you cannot befriend yourself');
+    }
+    const friend = await q.friend(this.#sql, friendId);
+    if (!friend) throw notFoundUser(friendId);
+    if (await q.addFriendship(this.#sql, userId, friendId)) {
+      this.#tell({ type: "friend", user: userId, friend: friendId });
+    }
+    return friend;
+  }
+
+  async createGroup(userId: number, name: unknown, description: unknown = ""): Promise<q.GroupRow> {
+    const id = await q.createGroup(
+      this.#sql,
+      userId,
+      validate(groupName, "name", name),
+      validate(groupDescription, "description", description),
+    );
+    const [group] = await q.groups(this.#sql, { group: id });
+    return group;
+  }
+
+  async joinGroup(userId: number, groupId: number): Promise<q.GroupRow> {
+    const result = await q.joinGroup(this.#sql, groupId, userId);
+    if (result === "missing") throw notFoundGroup(groupId);
+    if (result === "joined") this.#tell({ type: "member", group: groupId, user: userId });
+    const [group] = await q.groups(this.#sql, { group: groupId });
+    return group;
+  }
+
+  /**
+   * Stores a message with a waiting row for each recipient, commits, then tells the recipients'
+   * nodes. A retry with the same `clientId` returns the first message and stores nothing.
+   */
+  async send(userId: number, to: Target, text: unknown, clientId?: string): Promise<Message> {
+    const body = validate(messageText, "text", text);
+    const { row, created } = await this.#sql.begin(async (tx) => {
+      let recipients: number[];
+      if ("user" in to) {
+        if (!await q.userExists(tx, to.user)) throw notFoundUser(to.user);
+        recipients = [to.user];
+      } else {
+        const members = await q.groupMemberIds(tx, to.group);
+        if (members.length === 0 && !await q.groupExists(tx, to.group)) {
+          throw notFoundGroup(to.group);
+        }
+        if (!members.includes(userId)) {
+          throw new ChatError(
+            "forbidden",
+            `You are not a member of group ${to.group}: join it first`,
+          );
+        }
+        recipients = members.filter((m) => m !== userId);
+      }
+      return await q.insertMessage(tx, {
+        senderId: userId,
+        recipientId: "user" in to ? to.user : null,
+        groupId: "group" in to ? to.group : null,
+        text: body,
+        clientId: clientId ?? null,
+        recipients,
+      });
+    });
+    if (created) {
+      const recipients = row.groupId !== null
+        ? (await q.groupMemberIds(this.#sql, row.groupId)).filter((m) => m !== userId)
+        : [row.recipientId!];
+      if (recipients.length > 0) this.#tell({ type: "messages", ids: [row.id], recipients });
+    }
+    return toMessage(row);
+  }
+
+  async ack(userId: number, ids: readonly number[]): Promise<void> {
+    await q.deleteWaiting(this.#sql, userId, ids);
+  }
+
+  /** Messages waiting for `userId`, oldest first, a page at a time. */
+  async waiting(userId: number, afterId = 0, limit = 500): Promise<Message[]> {
+    return (await q.waitingFor(this.#sql, userId, afterId, limit)).map(toMessage);
+  }
+
+  /** Of messages `ids`, those still waiting for each of `users`. */
+  async waitingAmong(ids: readonly number[], users: readonly number[]) {
+    return (await q.waitingAmong(this.#sql, ids, users)).map((r) => ({
+      user: r.userId,
+      message: toMessage(r),
+    }));
+  }
+
+  async history(
+    userId: number,
+    withWhom: Target,
+    before: number | null,
+    limit: number,
+  ): Promise<Message[]> {
+    if ("user" in withWhom) {
+      if (!await q.userExists(this.#sql, withWhom.user)) throw notFoundUser(withWhom.user);
+      const rows = await q.history(this.#sql, { between: [userId, withWhom.user] }, before, limit);
+      return rows.map(toMessage);
+    }
+    if (!await q.isMember(this.#sql, withWhom.group, userId)) {
+      if (!await q.groupExists(this.#sql, withWhom.group)) throw notFoundGroup(withWhom.group);
+      throw new ChatError(
+        "forbidden",
+        `You are not a member of group ${withWhom.group}: join it first`,
+      );
+    }
+    return (await q.history(this.#sql, { group: withWhom.group }, before, limit)).map(toMessage);
+  }
+
+  friend(id: number) {
+    return q.friend(this.#sql, id);
+  }
+
+  group(id: number) {
+    return q.groups(this.#sql, { group: id }).then((g) => g[0] ?? null);
+  }
+
+  contactsOf(userId: number) {
+    return q.contactsOf(this.#sql, userId);
+  }
+
+  isOnline(userId: number) {
+    return presence.onlineAmong(this.#sql, [userId]).then((s) => s.has(userId));
+  }
+}

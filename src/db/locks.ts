@@ -1,0 +1,19 @@
+/**
+ * @module Advisory lock keys. PostgreSQL's two-key form (namespace, key) keeps Parley's locks apart
+ * from any other application's on the same database.
+ */
+
+/** 'Prly' as a 32-bit integer. */
+export const LOCK_NAMESPACE = 0x50726c79;
+
+/** Key 0 in the namespace is the migration lock; node keys are 1 .. 2^31-1. */
+export function nodeLockKey(nodeId: string): number {
+  // FNV-1a: stable across processes and versions. A collision only makes a dead node look alive,
+  // which its lease then covers.
+  let h = 0x811c9dc5;
+  for (const byte of new TextEncoder().encode(nodeId)) {
+    h ^= byte;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return (h % 0x7ffffffe) + 1;
+}

@@ -1,0 +1,274 @@
+/**
+ * @module SQL for friends, groups and messages. Presence flags come from the same live-session rule
+ * as `user_state` (see presence.ts).
+ */
+import type { Querier, Sql } from "../connect.ts";
+
+export interface FriendRow {
+  id: number;
+  name: string;
+  online: boolean;
+}
+
+export interface MemberRow extends FriendRow {
+  role: "creator" | "member";
+}
+
+export interface GroupRow {
+  id: number;
+  name: string;
+  description: string;
+  members: MemberRow[];
+}
+
+export interface MessageRow {
+  id: number;
+  senderId: number;
+  senderName: string;
+  recipientId: number | null;
+  groupId: number | null;
+  text: string;
+  clientId: string | null;
+  at: Date;
+}
+
+/** A live-session test for the user in column `u.id`, as a boolean column. */
+const ONLINE = (sql: Querier) =>
+  sql`exists (
+    select 1 from sessions s join nodes n on n.id = s.node_id and n.epoch = s.epoch
+     where s.user_id = u.id and n.expires_at > now())`;
+
+export async function userExists(sql: Querier, id: number): Promise<boolean> {
+  return (await sql`select 1 from users where id = ${id}`).length === 1;
+}
+
+/** Makes two users friends both ways; true when they were not friends before. */
+export async function addFriendship(sql: Querier, a: number, b: number): Promise<boolean> {
+  const rows = await sql`
+    insert into friends (user_id, friend_id) values (${a}, ${b}), (${b}, ${a})
+    on conflict do nothing
+    returning 1`;
+  return rows.length > 0;
+}
+
+export async function friend(sql: Querier, id: number): Promise<FriendRow | null> {
+  const [row] = await sql<FriendRow[]>`
+    select u.id, u.name, ${ONLINE(sql)} as online from users u where u.id = ${id}`;
+  return row ?? null;
+}
+
+export async function friendsOf(sql: Querier, userId: number): Promise<FriendRow[]> {
+  return [
+    ...await sql<FriendRow[]>`
+      select u.id, u.name, ${ONLINE(sql)} as online
+        from friends f join users u on u.id = f.friend_id
+       where f.user_id = ${userId}
+       order by u.name`,
+  ];
+}
+
+/** Friends and group co-members: who sees this user's presence. */
+export async function contactsOf(sql: Querier, userId: number): Promise<number[]> {
+  const rows = await sql<{ id: number }[]>`
+    select friend_id as id from friends where user_id = ${userId}
+    union
+    select other.user_id from group_members mine
+      join group_members other on other.group_id = mine.group_id
+     where mine.user_id = ${userId} and other.user_id <> ${userId}`;
+  return rows.map((r) => r.id);
+}
+
+export async function createGroup(
+  sql: Sql,
+  creator: number,
+  name: string,
+  description: string,
+): Promise<number> {
+  return await sql.begin(async (tx) => {
+    const [g] = await tx<{ id: number }[]>`
+      insert into groups (name, description, created_by)
+      values (${name}, ${description}, ${creator})
+      returning id`;
+    await tx`insert into group_members (group_id, user_id, role) values (${g.id}, ${creator}, 'creator')`;
+    return g.id;
+  });
+}
+
+/** "joined" (new member), "member" (already one) or "missing" (no such group). */
+export async function joinGroup(
+  sql: Querier,
+  groupId: number,
+  userId: number,
+): Promise<"joined" | "member" | "missing"> {
+  const [row] = await sql<{ joined: boolean }[]>`
+    with g as (select id from groups where id = ${groupId}),
+         ins as (
+           insert into group_members (group_id, user_id, role)
+           select id, ${userId}, 'member' from g
+           on conflict do nothing
+           returning 1)
+    select exists (select 1 from ins) as joined from g`;
+  return !row ? "missing" : row.joined ? "joined" : "member";
+}
+
+export async function isMember(sql: Querier, groupId: number, userId: number): Promise<boolean> {
+  return (await sql`
+    select 1 from group_members where group_id = ${groupId} and user_id = ${userId}`).length === 1;
+}
+
+export async function groupExists(sql: Querier, groupId: number): Promise<boolean> {
+  return (await sql`select 1 from groups where id = ${groupId}`).length === 1;
+}
+
+/** Groups with their members; all of `userId`'s groups, or the one group `groupId`. */
+export async function groups(
+  sql: Querier,
+  filter: { member: number } | { group: number },
+): Promise<GroupRow[]> {
+  const gs = "member" in filter
+    ? await sql<Omit<GroupRow, "members">[]>`
+        select g.id, g.name, g.description
+          from group_members m join groups g on g.id = m.group_id
+         where m.user_id = ${filter.member}
+         order by g.id`
+    : await sql<Omit<GroupRow, "members">[]>`
+        select id, name, description from groups where id = ${filter.group}`;
+  if (gs.length === 0) return [];
+  const members = await sql<(MemberRow & { groupId: number })[]>`
+    select m.group_id as "groupId", u.id, u.name, m.role, ${ONLINE(sql)} as online
+      from group_members m join users u on u.id = m.user_id
+     where m.group_id = any(${gs.map((g) => g.id)}::bigint[])
+     order by m.group_id, m.joined_at, u.id`;
+  const byGroup = new Map<number, MemberRow[]>(gs.map((g) => [g.id, []]));
+  for (const { groupId, ...m } of members) byGroup.get(groupId)!.push(m);
+  return gs.map((g) => ({ ...g, members: byGroup.get(g.id)! }));
+}
+
+export async function groupMemberIds(sql: Querier, groupId: number): Promise<number[]> {
+  return (await sql<{ user_id: number }[]>`
+    select user_id from group_members where group_id = ${groupId}`).map((r) => r.user_id);
+}
+
+const MESSAGE_COLUMNS = (sql: Querier) =>
+  sql`m.id, m.sender_id as "senderId", u.name as "senderName", m.recipient_id as "recipientId",
+      m.group_id as "groupId", m.body as text, m.client_id as "clientId", m.created_at as at`;
+
+export interface NewMessage {
+  senderId: number;
+  recipientId: number | null;
+  groupId: number | null;
+  text: string;
+  clientId: string | null;
+  /** Who gets a waiting row: the recipient, or every member but the sender. */
+  recipients: number[];
+}
+
+/**
+ * Stores a message and one waiting row per recipient, in the caller's transaction. With a
+ * `clientId` already used by this sender, stores nothing and returns the first message, with
+ * `created: false`.
+ */
+export async function insertMessage(
+  tx: Querier,
+  m: NewMessage,
+): Promise<{ row: MessageRow; created: boolean }> {
+  const [inserted] = await tx<{ id: number }[]>`
+    insert into messages (sender_id, recipient_id, group_id, body, client_id)
+    values (${m.senderId}, ${m.recipientId}, ${m.groupId}, ${m.text}, ${m.clientId})
+    on conflict (sender_id, client_id) do nothing
+    returning id`;
+  if (inserted) {
+    if (m.recipients.length > 0) {
+      await tx`
+        insert into waiting_messages (user_id, message_id)
+        select r, ${inserted.id} from unnest(${m.recipients}::bigint[]) as r`;
+    }
+    const [row] = await messagesByIds(tx, [inserted.id]);
+    return { row, created: true };
+  }
+  const [row] = await tx<MessageRow[]>`
+    select ${MESSAGE_COLUMNS(tx)} from messages m join users u on u.id = m.sender_id
+     where m.sender_id = ${m.senderId} and m.client_id = ${m.clientId}`;
+  return { row, created: false };
+}
+
+export async function messagesByIds(sql: Querier, ids: readonly number[]): Promise<MessageRow[]> {
+  return [
+    ...await sql<MessageRow[]>`
+      select ${MESSAGE_COLUMNS(sql)} from messages m join users u on u.id = m.sender_id
+       where m.id = any(${ids as number[]}::bigint[])
+       order by m.id`,
+  ];
+}
+
+/** Of messages `ids`, those still waiting for each of `users`, as (user, message) pairs. */
+export async function waitingAmong(
+  sql: Querier,
+  ids: readonly number[],
+  users: readonly number[],
+): Promise<(MessageRow & { userId: number })[]> {
+  return [
+    ...await sql<(MessageRow & { userId: number })[]>`
+      select w.user_id as "userId", ${MESSAGE_COLUMNS(sql)}
+        from waiting_messages w
+        join messages m on m.id = w.message_id
+        join users u on u.id = m.sender_id
+       where w.message_id = any(${ids as number[]}::bigint[])
+         and w.user_id = any(${users as number[]}::bigint[])
+       order by m.id`,
+  ];
+}
+
+/** Messages waiting for `userId`, oldest first, after `afterId`. */
+export async function waitingFor(
+  sql: Querier,
+  userId: number,
+  afterId: number,
+  limit: number,
+): Promise<MessageRow[]> {
+  return [
+    ...await sql<MessageRow[]>`
+      select ${MESSAGE_COLUMNS(sql)}
+        from waiting_messages w
+        join messages m on m.id = w.message_id
+        join users u on u.id = m.sender_id
+       where w.user_id = ${userId} and w.message_id > ${afterId}
+       order by w.message_id
+       limit ${limit}`,
+  ];
+}
+
+export async function deleteWaiting(sql: Querier, userId: number, ids: readonly number[]) {
+  if (ids.length === 0) return;
+  await sql`
+    delete from waiting_messages
+     where user_id = ${userId} and message_id = any(${ids as number[]}::bigint[])`;
+}
+
+export async function countWaiting(sql: Querier): Promise<number> {
+  const [row] = await sql<{ n: number }[]>`select count(*) as n from waiting_messages`;
+  return row.n;
+}
+
+/** One page of a conversation, newest `limit` before `before`, returned oldest first. */
+export async function history(
+  sql: Querier,
+  conversation: { between: [number, number] } | { group: number },
+  before: number | null,
+  limit: number,
+): Promise<MessageRow[]> {
+  const beforeId = before ?? Number.MAX_SAFE_INTEGER;
+  const rows = "group" in conversation
+    ? await sql<MessageRow[]>`
+        select ${MESSAGE_COLUMNS(sql)} from messages m join users u on u.id = m.sender_id
+         where m.group_id = ${conversation.group} and m.id < ${beforeId}
+         order by m.id desc limit ${limit}`
+    : await sql<MessageRow[]>`
+        select ${MESSAGE_COLUMNS(sql)} from messages m join users u on u.id = m.sender_id
+         where m.group_id is null
+           and least(m.sender_id, m.recipient_id) = ${Math.min(...conversation.between)}
+           and greatest(m.sender_id, m.recipient_id) = ${Math.max(...conversation.between)}
+           and m.id < ${beforeId}
+         order by m.id desc limit ${limit}`;
+  return [...rows].reverse();
+}

@@ -1,0 +1,221 @@
+/**
+ * @module The one entry point and composition root: parses the command, reads the settings, builds
+ * every part and hands each what it needs. Nothing else reads the environment.
+ *
+ *   serve              migrate, clear this node's leftovers, serve HTTP and WebSocket
+ *   migrate            apply migrations, then exit
+ *   reset [--all] [--force]
+ *                      the offline reset: this node's sessions, or every node's, then exit
+ *   healthcheck        GET /healthz on this node; exit 0 on 200, else 1
+ */
+import { Accounts } from "./chat/accounts.ts";
+import { Chat } from "./chat/chat.ts";
+import { type Config, ConfigError, loadConfig } from "./config.ts";
+import { connect, type Database } from "./db/connect.ts";
+import { nodeLockKey } from "./db/locks.ts";
+import { migrate } from "./db/migrate.ts";
+import { LiveNodesError, type NodeIdentity, resetAll, resetNode } from "./db/queries/presence.ts";
+import { createApp } from "./http/app.ts";
+import { claimNode, handleSignals, NodeClaimError, NodeRuntime } from "./lifecycle.ts";
+import { createLogger, type Logger } from "./log.ts";
+import type { Bus } from "./realtime/bus.ts";
+import { MemoryBus } from "./realtime/bus_memory.ts";
+import { PgBus } from "./realtime/bus_pg.ts";
+import { Registry } from "./realtime/registry.ts";
+import { ChatSocket } from "./realtime/socket.ts";
+import { Hub } from "./realtime/hub.ts";
+
+/** Exit codes of the process contract. */
+const EXIT = { ok: 0, failed: 1, badConfig: 2, refused: 3 } as const;
+
+const USAGE = "Usage: main.ts serve | migrate | reset [--all] [--force] | healthcheck";
+
+/** Unsent bytes past which a socket counts as too slow and is closed. */
+const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+
+function hostname(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "parley";
+  }
+}
+
+async function openDatabase(config: Config, log: Logger): Promise<Database> {
+  return await connect({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    appName: `parley:${config.nodeId}`,
+    log,
+  });
+}
+
+function identity(config: Config): NodeIdentity {
+  return { id: config.nodeId, epoch: crypto.randomUUID(), lockKey: nodeLockKey(config.nodeId) };
+}
+
+async function serve(config: Config, log: Logger): Promise<void> {
+  const db = await openDatabase(config, log);
+  const applied = await migrate(db.sql);
+  if (applied.length > 0) log.info("db.migrated", { versions: applied });
+
+  const node = identity(config);
+  const lockSql = db.dedicated("lock");
+  const bus: Bus = db.kind === "server"
+    ? await PgBus.start(db.sql, db.dedicated("listen")!, log)
+    : new MemoryBus();
+  const accounts = new Accounts(db.sql, config.tokenTtlMs);
+  const chat = new Chat({ sql: db.sql, bus, accounts, node, loginPolicy: config.loginPolicy, log });
+  const registry = new Registry<ChatSocket>();
+  const hub = new Hub({ chat, bus, registry, log, presenceGraceMs: config.presenceGraceMs });
+  const runtime = await NodeRuntime.start({
+    db,
+    lockSql,
+    node,
+    timing: config,
+    chat,
+    bus,
+    registry,
+    log,
+  });
+
+  const app = createApp({
+    chat,
+    nodeId: config.nodeId,
+    log,
+    allowedOrigins: config.allowedOrigins,
+    maxConnections: config.maxConnections,
+    idleTimeoutMs: config.idleTimeoutMs,
+    connections: () => registry.size,
+    health: async () => {
+      const h = runtime.health();
+      if (h.draining) return { ok: false, draining: true, reason: "draining" };
+      const dbOk = await Promise.race([
+        db.sql`select 1`.then(() => true, () => false),
+        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 1000)),
+      ]);
+      if (!dbOk) return { ok: false, draining: false, reason: "database unreachable" };
+      if (!h.ok) return { ok: false, draining: false, reason: "heartbeat stale" };
+      return { ok: true, draining: false };
+    },
+    createSocket: (socket) =>
+      new ChatSocket(socket, {
+        chat,
+        registry,
+        log,
+        authTimeoutMs: config.authTimeoutMs,
+        maxFrameBytes: config.maxFrameBytes,
+        rateLimitPerSec: config.rateLimitPerSec,
+        rateLimitBurst: config.rateLimitBurst,
+        maxBufferedBytes: MAX_BUFFERED_BYTES,
+      }),
+  });
+
+  const server = Deno.serve({
+    hostname: config.host,
+    port: config.port,
+    onListen: ({ hostname, port }) => log.info("http.listening", { host: hostname, port }),
+  }, app.fetch);
+  runtime.startHeartbeat();
+
+  handleSignals(
+    () =>
+      runtime.drain(async () => {
+        hub.stop();
+        await server.shutdown();
+      }),
+    () => runtime.abandon(),
+    config.shutdownTimeoutMs,
+    log,
+  );
+}
+
+async function reset(config: Config, log: Logger, args: string[]): Promise<number> {
+  const db = await openDatabase(config, log);
+  try {
+    await migrate(db.sql);
+    if (args.includes("--all")) {
+      const users = await resetAll(db.sql, args.includes("--force"), config.nodeId);
+      log.info("reset.all", { offline: users.length });
+      return EXIT.ok;
+    }
+    // Holding the node's lock proves no live process of this NODE_ID still uses its sessions.
+    const node = identity(config);
+    await claimNode(db.dedicated("reset"), node, 2000);
+    const users = await resetNode(db.sql, node.id);
+    log.info("reset.node", { offline: users.length });
+    return EXIT.ok;
+  } catch (error) {
+    if (error instanceof LiveNodesError || error instanceof NodeClaimError) {
+      console.error(error.message);
+      return EXIT.refused;
+    }
+    throw error;
+  } finally {
+    await db.close();
+  }
+}
+
+async function healthcheck(config: Config): Promise<number> {
+  const host = ["0.0.0.0", "::", ""].includes(config.host) ? "127.0.0.1" : config.host;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${config.port}/healthz`;
+  try {
+    const response = await fetch(url, { signal: AbortSignal.timeout(800) });
+    await response.body?.cancel();
+    return response.status === 200 ? EXIT.ok : EXIT.failed;
+  } catch {
+    return EXIT.failed;
+  }
+}
+
+async function main(args: string[]): Promise<number | null> {
+  const [command, ...rest] = args;
+  if (!["serve", "migrate", "reset", "healthcheck"].includes(command)) {
+    console.error(USAGE);
+    return EXIT.badConfig;
+  }
+  let config: Config;
+  try {
+    config = loadConfig(Deno.env.toObject(), hostname());
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(error.message);
+      return EXIT.badConfig;
+    }
+    throw error;
+  }
+  if (command === "healthcheck") return await healthcheck(config);
+  const log = createLogger(config.logLevel, { node: config.nodeId });
+  switch (command) {
+    case "serve":
+      await serve(config, log);
+      return null;
+    case "migrate": {
+      const db = await openDatabase(config, log);
+      try {
+        log.info("db.migrated", { versions: await migrate(db.sql) });
+      } finally {
+        await db.close();
+      }
+      return EXIT.ok;
+    }
+    default:
+      return await reset(config, log, rest);
+  }
+}
+
+if (import.meta.main) {
+  try {
+    const code = await main(Deno.args);
+    if (code !== null) Deno.exit(code);
+  } catch (error) {
+    console.error(JSON.stringify({
+      time: new Date().toISOString(),
+      level: "error",
+      event: "process.failed",
+      error: String(error),
+      stack: (error as Error)?.stack,
+    }));
+    Deno.exit(EXIT.failed);
+  }
+}

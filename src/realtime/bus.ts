@@ -1,0 +1,34 @@
+/**
+ * @module The bus: how nodes tell each other what happened. A small port with two adapters,
+ * `bus_pg.ts` (LISTEN/NOTIFY, for a cluster) and `bus_memory.ts` (one process, the embedded mode).
+ */
+
+/** What nodes tell each other. Each event is about rows already committed. */
+export type BusEvent =
+  /** A user's first session opened or last session closed, on any node. */
+  | { type: "presence"; user: number; online: boolean }
+  /** Sessions replaced by a newer login (LOGIN_POLICY=takeover): their nodes close them with 4001. */
+  | { type: "kick"; sessions: number[] }
+  /** New messages are waiting for these recipients; their nodes push them. */
+  | { type: "messages"; ids: number[]; recipients: number[] }
+  /** Two users became friends. */
+  | { type: "friend"; user: number; friend: number }
+  /** A user joined a group. */
+  | { type: "member"; group: number; user: number };
+
+export type BusHandler = (event: BusEvent) => void;
+
+/**
+ * Guarantees: `publish` resolves once the event has been handed to the bus (call it only after the
+ * transaction it describes has committed). Every subscriber on every node, this one included,
+ * receives each event at most once, in publish order per publisher, while its connection to the
+ * bus is up. Events published while a node's connection is down are lost to that node: `onResync`
+ * then fires when the connection is back, and the node catches up from the tables.
+ */
+export interface Bus {
+  publish(event: BusEvent): Promise<void>;
+  subscribe(handler: BusHandler): void;
+  /** Called after the bus (re)connected having possibly missed events, not on the first connect. */
+  onResync(handler: () => void): void;
+  close(): Promise<void>;
+}

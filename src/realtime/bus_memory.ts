@@ -1,0 +1,31 @@
+/**
+ * @module The in-process bus: one node, so every event is delivered to its own subscribers, on a
+ * later task so that publishing never runs a subscriber inside the publisher's call.
+ */
+import type { Bus, BusEvent, BusHandler } from "./bus.ts";
+
+export class MemoryBus implements Bus {
+  #handlers: BusHandler[] = [];
+  #closed = false;
+
+  publish(event: BusEvent): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    queueMicrotask(() => {
+      for (const handler of this.#handlers) handler(event);
+    });
+    return Promise.resolve();
+  }
+
+  subscribe(handler: BusHandler): void {
+    this.#handlers.push(handler);
+  }
+
+  onResync(): void {
+    // Never disconnected, never behind.
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    return Promise.resolve();
+  }
+}

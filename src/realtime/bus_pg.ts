@@ -1,0 +1,106 @@
+/**
+ * @module The PostgreSQL bus: LISTEN/NOTIFY on one channel. NOTIFY is transactional and ordered per
+ * sender, and its payload must stay under 8000 bytes, so events carry ids, never message bodies.
+ */
+import type { Sql } from "../db/connect.ts";
+import type { Logger } from "../log.ts";
+import type { Bus, BusEvent, BusHandler } from "./bus.ts";
+
+const CHANNEL = "parley";
+/** NOTIFY refuses payloads of 8000 bytes or more. */
+const MAX_PAYLOAD = 7900;
+
+export class PgBus implements Bus {
+  #handlers: BusHandler[] = [];
+  #resync: (() => void)[] = [];
+  #listens = 0;
+  #unlisten?: () => Promise<void>;
+
+  private constructor(
+    private readonly sql: Sql,
+    private readonly listenSql: Sql,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * Starts listening. `sql` publishes; `listenSql` is a client of its own, since postgres.js keeps
+   * LISTEN on a dedicated connection and re-listens after it reconnects.
+   */
+  static async start(sql: Sql, listenSql: Sql, log: Logger): Promise<PgBus> {
+    const bus = new PgBus(sql, listenSql, log);
+    const meta = await listenSql.listen(
+      CHANNEL,
+      (payload) => bus.#deliver(payload),
+      () => bus.#listened(),
+    );
+    bus.#unlisten = meta.unlisten;
+    return bus;
+  }
+
+  #listened() {
+    // postgres.js calls this on the first LISTEN and again after every reconnect. Whatever was
+    // notified in between is lost, so every call but the first asks for a catch-up.
+    this.#listens += 1;
+    if (this.#listens === 1) return;
+    this.log.warn("bus.resync", { listens: this.#listens });
+    for (const handler of this.#resync) handler();
+  }
+
+  #deliver(payload: string) {
+    let events: BusEvent[];
+    try {
+      events = JSON.parse(payload);
+    } catch (error) {
+      this.log.error("bus.bad_payload", { error });
+      return;
+    }
+    for (const event of events) {
+      for (const handler of this.#handlers) handler(event);
+    }
+  }
+
+  async publish(event: BusEvent): Promise<void> {
+    for (const payload of split(event)) {
+      await this.sql`select pg_notify(${CHANNEL}, ${payload})`;
+    }
+  }
+
+  subscribe(handler: BusHandler): void {
+    this.#handlers.push(handler);
+  }
+
+  onResync(handler: () => void): void {
+    this.#resync.push(handler);
+  }
+
+  async close(): Promise<void> {
+    await this.#unlisten?.().catch(() => {});
+  }
+}
+
+/** One event as payloads under NOTIFY's limit: id lists too long for one are cut into several. */
+export function split(event: BusEvent): string[] {
+  const whole = JSON.stringify([event]);
+  if (whole.length <= MAX_PAYLOAD) return [whole];
+  if (event.type === "messages") {
+    // Every recipient may need any of the ids, so halve whichever list is longer.
+    const [a, b] = event.ids.length >= event.recipients.length
+      ? [
+        { ...event, ids: event.ids.slice(0, event.ids.length >> 1) },
+        { ...event, ids: event.ids.slice(event.ids.length >> 1) },
+      ]
+      : [
+        { ...event, recipients: event.recipients.slice(0, event.recipients.length >> 1) },
+        { ...event, recipients: event.recipients.slice(event.recipients.length >> 1) },
+      ];
+    return [...split(a), ...split(b)];
+  }
+  if (event.type === "kick") {
+    const half = event.sessions.length >> 1;
+    return [
+      ...split({ type: "kick", sessions: event.sessions.slice(0, half) }),
+      ...split({ type: "kick", sessions: event.sessions.slice(half) }),
+    ];
+  }
+  throw new Error(`Bus event "${event.type}" does not fit in one notification`);
+}

@@ -1,0 +1,130 @@
+/**
+ * @module The hub turns bus events into pushes to this node's sockets: new messages, presence
+ * (with a grace period against flapping), friends, group members and takeover kicks.
+ */
+import type { Chat } from "../chat/chat.ts";
+import type { Logger } from "../log.ts";
+import type { Bus, BusEvent } from "./bus.ts";
+import type { Registry } from "./registry.ts";
+import { type ChatSocket, CLOSE } from "./socket.ts";
+
+export interface HubOptions {
+  chat: Chat;
+  bus: Bus;
+  registry: Registry<ChatSocket>;
+  log: Logger;
+  presenceGraceMs: number;
+}
+
+export class Hub {
+  readonly #o: HubOptions;
+  /** Offline pushes waiting out the grace period, by user. */
+  #pendingOffline = new Map<number, ReturnType<typeof setTimeout>>();
+  #stopped = false;
+
+  constructor(options: HubOptions) {
+    this.#o = options;
+    options.bus.subscribe((event) => this.#handle(event));
+    options.bus.onResync(() => this.#run("resync", () => this.catchUp()));
+  }
+
+  #handle(event: BusEvent): void {
+    if (this.#stopped) return;
+    switch (event.type) {
+      case "messages":
+        return this.#run(event.type, () => this.#deliver(event.ids, event.recipients));
+      case "presence":
+        return this.#presence(event.user, event.online);
+      case "kick":
+        for (const id of event.sessions) {
+          this.#o.registry.bySession(id)?.close(CLOSE.replaced, "Replaced by a newer login");
+        }
+        return;
+      case "friend":
+        return this.#run(event.type, () => this.#friendAdded(event.user, event.friend));
+      case "member":
+        return this.#run(event.type, () => this.#memberJoined(event.group, event.user));
+    }
+  }
+
+  /** Runs a handler for an event; a failure is logged, never thrown into the bus. */
+  #run(kind: string, work: () => Promise<void>): void {
+    work().catch((error) => this.#o.log.warn("hub.failed", { kind, error: String(error) }));
+  }
+
+  async #deliver(ids: number[], recipients: number[]): Promise<void> {
+    const local = recipients.filter((r) => this.#o.registry.byUser(r).size > 0);
+    if (local.length === 0) return;
+    for (const { user, message } of await this.#o.chat.waitingAmong(ids, local)) {
+      for (const socket of this.#o.registry.byUser(user)) socket.push(message);
+    }
+  }
+
+  /**
+   * Online is pushed at once. Offline waits `presenceGraceMs` and is dropped if the user is back by
+   * then, so a user whose node restarts and who reconnects elsewhere within the grace shows no
+   * flap to its friends: the online event that arrives meanwhile cancels both pushes.
+   */
+  #presence(user: number, online: boolean): void {
+    const pending = this.#pendingOffline.get(user);
+    if (online) {
+      if (pending !== undefined) {
+        clearTimeout(pending);
+        this.#pendingOffline.delete(user);
+        return;
+      }
+      this.#run("presence", () => this.#pushPresence(user, true));
+      return;
+    }
+    if (pending !== undefined) return;
+    this.#pendingOffline.set(
+      user,
+      setTimeout(() => {
+        this.#pendingOffline.delete(user);
+        this.#run("presence", async () => {
+          if (!await this.#o.chat.isOnline(user)) await this.#pushPresence(user, false);
+        });
+      }, this.#o.presenceGraceMs),
+    );
+  }
+
+  async #pushPresence(user: number, online: boolean): Promise<void> {
+    if (this.#o.registry.sessions === 0) return;
+    for (const contact of await this.#o.chat.contactsOf(user)) {
+      for (const socket of this.#o.registry.byUser(contact)) {
+        socket.send({ type: "presence", user, online });
+      }
+    }
+  }
+
+  async #friendAdded(user: number, friend: number): Promise<void> {
+    const sockets = this.#o.registry.byUser(friend);
+    if (sockets.size === 0) return;
+    const row = await this.#o.chat.friend(user);
+    if (row) { for (const socket of sockets) socket.send({ type: "friend.added", friend: row }); }
+  }
+
+  async #memberJoined(groupId: number, user: number): Promise<void> {
+    const group = await this.#o.chat.group(groupId);
+    const member = group?.members.find((m) => m.id === user);
+    if (!group || !member) return;
+    for (const m of group.members) {
+      if (m.id === user) continue;
+      for (const socket of this.#o.registry.byUser(m.id)) {
+        socket.send({ type: "group.member", group: groupId, member });
+      }
+    }
+  }
+
+  /** After the bus was away: push whatever waits for the users on this node. */
+  async catchUp(): Promise<void> {
+    const sockets = this.#o.registry.all().filter((s) => s.userId !== null);
+    for (const socket of sockets) await socket.replayWaiting();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    for (const timer of this.#pendingOffline.values()) clearTimeout(timer);
+    this.#pendingOffline.clear();
+  }
+}

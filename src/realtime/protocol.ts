@@ -1,0 +1,139 @@
+/**
+ * @module The wire protocol's requests (PROTOCOL.md) as zod schemas, and the decoder that turns a
+ * text frame into a typed request or an error that names what is wrong.
+ */
+import { z } from "zod";
+import { ChatError } from "../chat/errors.ts";
+import { groupDescription, groupName, id, messageText, password, userName } from "../chat/rules.ts";
+
+export const ref = z.union([
+  z.string().max(64, "expected at most 64 characters"),
+  z.number().int("expected an integer").min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER),
+], { error: "expected a string of at most 64 characters or an integer" });
+export type Ref = z.infer<typeof ref>;
+
+const target = z.union([
+  z.strictObject({ user: id }),
+  z.strictObject({ group: id }),
+], { error: 'expected {"user": id} or {"group": id}' });
+export type Target = z.infer<typeof target>;
+
+const anyText = z.string({ error: "expected a string" }).max(
+  1024,
+  "expected at most 1024 characters",
+);
+
+/** Login takes a name and password, or a token. Shapes are checked here, values by the domain. */
+const login = z.object({
+  name: anyText.optional(),
+  password: anyText.optional(),
+  token: z.string({ error: "expected a string" }).max(256, "expected at most 256 characters")
+    .optional(),
+}).superRefine((v, ctx) => {
+  if (v.token !== undefined) return;
+  if (v.name === undefined) {
+    ctx.addIssue({ code: "custom", path: ["name"], message: "required, or give a token" });
+  } else if (v.password === undefined) {
+    ctx.addIssue({ code: "custom", path: ["password"], message: "required" });
+  }
+});
+
+export const REQUESTS = {
+  "register": z.object({ name: userName, password }),
+  "login": login,
+  "ping": z.object({}),
+  "send": z.object({
+    to: target,
+    text: messageText,
+    clientId: z.string({ error: "expected a string" }).min(1, "expected 1 to 64 characters")
+      .max(64, "expected 1 to 64 characters").optional(),
+  }),
+  "ack": z.object({
+    ids: z.array(id, { error: "expected an array of ids" }).max(1000, "expected at most 1000 ids"),
+  }),
+  "friend.add": z.object({ user: id }),
+  "group.create": z.object({ name: groupName, description: groupDescription.optional() }),
+  "group.join": z.object({ group: id }),
+  "history": z.object({
+    with: target,
+    before: id.optional(),
+    limit: z.number({ error: "expected an integer from 1 to 100" }).int(
+      "expected an integer from 1 to 100",
+    )
+      .min(1, "expected an integer from 1 to 100").max(100, "expected an integer from 1 to 100")
+      .optional(),
+  }),
+  "logout": z.object({}),
+} as const;
+
+export type RequestType = keyof typeof REQUESTS;
+export type Request = {
+  [K in RequestType]: { type: K } & z.output<typeof REQUESTS[K]>;
+}[RequestType];
+
+/** A frame that could not be decoded, with the `ref` to answer under when one was readable. */
+export class FrameError extends ChatError {
+  constructor(code: "bad_json" | "bad_frame", message: string, readonly ref?: Ref) {
+    super(code, message);
+  }
+}
+
+function fieldPath(path: readonly PropertyKey[]): string {
+  return path.map(String).join(".");
+}
+
+/**
+ * Decodes one text frame. Throws `FrameError`; its `ref` is the frame's own when that was valid,
+ * so that even a rejected request is answered under its ref.
+ */
+export function decodeFrame(text: string): { ref?: Ref; request: Request } {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new FrameError("bad_json", "The frame is not valid JSON: send one JSON object per frame");
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new FrameError("bad_frame", 'The frame is not a JSON object: send {"type": ...}');
+  }
+  const frame = value as Record<string, unknown>;
+  let validRef: Ref | undefined;
+  if (Object.hasOwn(frame, "ref")) {
+    const r = ref.safeParse(frame.ref);
+    if (!r.success) {
+      throw new FrameError("bad_frame", `Invalid field "ref": ${r.error.issues[0].message}`);
+    }
+    validRef = r.data;
+  }
+  const type = frame.type;
+  if (typeof type !== "string") {
+    throw new FrameError("bad_frame", 'Missing field "type": expected a string', validRef);
+  }
+  if (!Object.hasOwn(REQUESTS, type)) {
+    throw new FrameError("bad_frame", `Unknown type "${type.slice(0, 64)}"`, validRef);
+  }
+  const schema = REQUESTS[type as RequestType];
+  const parsed = schema.safeParse(frame);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const field = fieldPath(issue.path);
+    const missing = issue.code === "invalid_type" && !hasPath(frame, issue.path);
+    throw new FrameError(
+      "bad_frame",
+      missing
+        ? `Missing field "${field}" in ${type}`
+        : `Invalid field "${field}" in ${type}: ${issue.message}`,
+      validRef,
+    );
+  }
+  return { ref: validRef, request: { ...parsed.data, type } as Request };
+}
+
+function hasPath(value: unknown, path: readonly PropertyKey[]): boolean {
+  let cur = value;
+  for (const key of path) {
+    if (typeof cur !== "object" || cur === null || !Object.hasOwn(cur, key)) return false;
+    cur = (cur as Record<PropertyKey, unknown>)[key];
+  }
+  return true;
+}

@@ -1,0 +1,73 @@
+/**
+ * @module The connection registry: the sockets this node holds, by user and by session. It is the
+ * only place that knows which users this node can push to.
+ */
+
+/** What the registry needs of a connection. */
+export interface Registered {
+  readonly userId: number | null;
+  readonly sessionId: number | null;
+}
+
+/**
+ * Guarantees: a connection is listed from `add` until `remove`, and under its user and session
+ * from `bind` until `remove`; lookups never return a removed connection. Not thread-safe and not
+ * shared between nodes: each node has its own.
+ */
+export class Registry<C extends Registered> {
+  #all = new Set<C>();
+  #byUser = new Map<number, Set<C>>();
+  #bySession = new Map<number, C>();
+
+  get size(): number {
+    return this.#all.size;
+  }
+
+  add(conn: C): void {
+    this.#all.add(conn);
+  }
+
+  /** Lists `conn` under its user and session; call once it has logged in. */
+  bind(conn: C): void {
+    if (conn.userId === null || conn.sessionId === null || !this.#all.has(conn)) return;
+    let set = this.#byUser.get(conn.userId);
+    if (!set) this.#byUser.set(conn.userId, set = new Set());
+    set.add(conn);
+    this.#bySession.set(conn.sessionId, conn);
+  }
+
+  /** Unlists `conn` from its user and session only (after logout; the socket stays). */
+  unbind(conn: C, userId: number, sessionId: number): void {
+    const set = this.#byUser.get(userId);
+    if (set?.delete(conn) && set.size === 0) this.#byUser.delete(userId);
+    if (this.#bySession.get(sessionId) === conn) this.#bySession.delete(sessionId);
+  }
+
+  remove(conn: C): void {
+    this.#all.delete(conn);
+    if (conn.userId !== null && conn.sessionId !== null) {
+      this.unbind(conn, conn.userId, conn.sessionId);
+    }
+  }
+
+  byUser(userId: number): ReadonlySet<C> {
+    return this.#byUser.get(userId) ?? new Set();
+  }
+
+  bySession(sessionId: number): C | undefined {
+    return this.#bySession.get(sessionId);
+  }
+
+  users(): IterableIterator<number> {
+    return this.#byUser.keys();
+  }
+
+  all(): C[] {
+    return [...this.#all];
+  }
+
+  /** Logged-in connections. */
+  get sessions(): number {
+    return this.#bySession.size;
+  }
+}

@@ -1,0 +1,323 @@
+/**
+ * @module One WebSocket's conversation with Parley: decodes frames, runs them in order against the
+ * chat domain, encodes replies and pushes. It sees the socket only through `SocketLike`, so it runs
+ * the same under any server adapter and in tests.
+ */
+import type { Chat, Message } from "../chat/chat.ts";
+import { ChatError, toChatError } from "../chat/errors.ts";
+import type { Logger } from "../log.ts";
+import { decodeFrame, FrameError, type Ref, type Request } from "./protocol.ts";
+import type { Registry } from "./registry.ts";
+
+/** What this module needs of a WebSocket. */
+export interface SocketLike {
+  send(text: string): void;
+  close(code: number, reason: string): void;
+  readonly bufferedAmount: number;
+}
+
+export const CLOSE = {
+  logout: 1000,
+  goingAway: 1001,
+  policy: 1008,
+  tooBig: 1009,
+  replaced: 4001,
+} as const;
+
+export interface SocketOptions {
+  chat: Chat;
+  registry: Registry<ChatSocket>;
+  log: Logger;
+  authTimeoutMs: number;
+  maxFrameBytes: number;
+  rateLimitPerSec: number;
+  rateLimitBurst: number;
+  /** A socket whose unsent bytes pass this is closed: it reads too slowly to keep up. */
+  maxBufferedBytes: number;
+  /** Called once the socket is closed and its session ended. */
+  onEnded?: (socket: ChatSocket) => void;
+}
+
+const BAD_FRAMES_PER_MIN = 50;
+
+/** A token bucket: `rate` requests a second on average, `burst` at once. */
+class TokenBucket {
+  #tokens: number;
+  #at = performance.now();
+  constructor(private readonly rate: number, private readonly burst: number) {
+    this.#tokens = burst;
+  }
+  /** 0 when a token was taken, else milliseconds until one is available. */
+  take(): number {
+    const now = performance.now();
+    this.#tokens = Math.min(this.burst, this.#tokens + ((now - this.#at) / 1000) * this.rate);
+    this.#at = now;
+    if (this.#tokens >= 1) {
+      this.#tokens -= 1;
+      return 0;
+    }
+    return Math.ceil(((1 - this.#tokens) / this.rate) * 1000);
+  }
+}
+
+type Reply = Record<string, unknown> & { type: string };
+
+export class ChatSocket {
+  userId: number | null = null;
+  sessionId: number | null = null;
+  #token: string | null = null;
+  #closed = false;
+  #queue: Promise<void> = Promise.resolve();
+  #authTimer: ReturnType<typeof setTimeout> | undefined;
+  #badFrames: number[] = [];
+  #bucket: TokenBucket;
+  #log: Logger;
+  readonly ended: Promise<void>;
+  #resolveEnded!: () => void;
+
+  constructor(private readonly socket: SocketLike, private readonly o: SocketOptions) {
+    this.#bucket = new TokenBucket(o.rateLimitPerSec, o.rateLimitBurst);
+    this.#log = o.log;
+    this.ended = new Promise((resolve) => this.#resolveEnded = resolve);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** The socket is open: start the login clock. */
+  opened(): void {
+    this.o.registry.add(this);
+    this.#authTimer = setTimeout(() => {
+      if (this.userId === null) this.close(CLOSE.policy, "Log in within the time allowed");
+    }, this.o.authTimeoutMs);
+  }
+
+  /** A frame arrived. Never throws: every failure becomes an error reply. */
+  received(data: unknown): void {
+    if (this.#closed) return;
+    if (typeof data !== "string") {
+      this.#reject(new FrameError("bad_frame", "Binary frames are not accepted: send JSON text"));
+      return;
+    }
+    if (
+      data.length > this.o.maxFrameBytes / 3 &&
+      new TextEncoder().encode(data).length > this.o.maxFrameBytes
+    ) {
+      this.close(CLOSE.tooBig, `Frames are limited to ${this.o.maxFrameBytes} bytes`);
+      return;
+    }
+    let decoded: { ref?: Ref; request: Request };
+    try {
+      decoded = decodeFrame(data);
+    } catch (error) {
+      this.#reject(error as FrameError);
+      return;
+    }
+    const { ref, request } = decoded;
+    const wait = request.type === "ack" ? 0 : this.#bucket.take();
+    if (wait > 0) {
+      this.#error(
+        new ChatError("rate_limited", `Too many requests: retry in ${wait} ms`, wait),
+        ref,
+      );
+      return;
+    }
+    // Requests of one socket run one after the other, in the order they arrived.
+    this.#queue = this.#queue.then(() => this.#run(request, ref));
+  }
+
+  async #run(request: Request, ref: Ref | undefined): Promise<void> {
+    if (this.#closed) return;
+    try {
+      const reply = await this.#dispatch(request, ref);
+      if (reply) this.send({ ...reply, ...(ref !== undefined ? { ref } : {}) });
+    } catch (error) {
+      const chatError = toChatError(error);
+      if (chatError.code === "internal") {
+        this.#log.error("ws.internal", {
+          error,
+          ref,
+          type: request.type,
+          user: this.userId ?? undefined,
+        });
+      } else {
+        this.#log.debug("ws.request_failed", { code: chatError.code, ref, type: request.type });
+      }
+      this.#error(chatError, ref);
+    }
+  }
+
+  #dispatch(request: Request, ref: Ref | undefined): Promise<Reply | null> | Reply | null {
+    if (request.type === "ping") return { type: "pong" };
+    if (this.userId === null) {
+      if (request.type === "register") return this.#register(request.name, request.password);
+      if (request.type === "login") return this.#login(request, ref);
+      throw new ChatError("unauthenticated", `Log in before "${request.type}"`);
+    }
+    const chat = this.o.chat;
+    const me = this.userId;
+    switch (request.type) {
+      case "register":
+      case "login":
+        throw new ChatError("bad_frame", `Already logged in: "${request.type}" needs a new socket`);
+      case "send":
+        return chat.send(me, request.to, request.text, request.clientId).then((message) => ({
+          type: "sent",
+          message,
+        }));
+      case "ack":
+        return chat.ack(me, request.ids).then(() => null);
+      case "friend.add":
+        return chat.addFriend(me, request.user).then((friend) => ({
+          type: "friend.added",
+          friend,
+        }));
+      case "group.create":
+        return chat.createGroup(me, request.name, request.description).then((group) => ({
+          type: "group.created",
+          group,
+        }));
+      case "group.join":
+        return chat.joinGroup(me, request.group).then((group) => ({ type: "group.joined", group }));
+      case "history":
+        return chat.history(me, request.with, request.before ?? null, request.limit ?? 50).then((
+          messages,
+        ) => ({ type: "history", messages }));
+      case "logout":
+        return this.#logout();
+    }
+  }
+
+  async #register(name: string, password: string): Promise<Reply> {
+    const user = await this.o.chat.accounts.register(name, password);
+    this.#log.info("account.registered", { user: user.id });
+    return { type: "registered", user };
+  }
+
+  /** Sends `welcome` itself, then the waiting messages, so that nothing overtakes the welcome. */
+  async #login(request: Extract<Request, { type: "login" }>, ref: Ref | undefined): Promise<null> {
+    const credentials = request.token !== undefined
+      ? { token: request.token }
+      : { name: request.name!, password: request.password! };
+    const { user, token, sessionId } = await this.o.chat.login(credentials, "ws");
+    if (this.#closed) {
+      // The socket went away while the login ran: undo the session it would have held.
+      await this.o.chat.endSession(sessionId);
+      return null;
+    }
+    clearTimeout(this.#authTimer);
+    this.userId = user.id;
+    this.sessionId = sessionId;
+    this.#token = token;
+    // Listed before the waiting messages are read: a message committed after this point is pushed
+    // live, one committed before is in the waiting set, and one in between may come both ways,
+    // which clients absorb by id.
+    this.o.registry.bind(this);
+    this.#log.info("session.opened", { user: user.id, session: sessionId });
+    const overview = await this.o.chat.overview(user.id);
+    this.send({ type: "welcome", ...(ref !== undefined ? { ref } : {}), user, token, ...overview });
+    await this.replayWaiting();
+    return null;
+  }
+
+  async #logout(): Promise<null> {
+    const [sessionId, userId] = [this.sessionId!, this.userId!];
+    this.o.registry.unbind(this, userId, sessionId);
+    this.userId = null;
+    this.sessionId = null;
+    await this.o.chat.logout(sessionId, this.#token);
+    this.#token = null;
+    this.send({ type: "bye" });
+    this.close(CLOSE.logout, "Logged out");
+    return null;
+  }
+
+  /** Pushes what waited for this user while it was away, oldest first, after `welcome`. */
+  async replayWaiting(): Promise<void> {
+    let after = 0;
+    while (!this.#closed && this.userId !== null) {
+      const page = await this.o.chat.waiting(this.userId, after);
+      for (const message of page) this.push(message);
+      if (page.length === 0) return;
+      after = page[page.length - 1].id;
+    }
+  }
+
+  push(message: Message): void {
+    this.send({ type: "message", message });
+  }
+
+  send(frame: Record<string, unknown>): void {
+    if (this.#closed) return;
+    if (this.socket.bufferedAmount > this.o.maxBufferedBytes) {
+      // Its unacknowledged messages stay waiting for its next login.
+      this.close(CLOSE.policy, "Reading too slowly: reconnect and read faster");
+      return;
+    }
+    try {
+      this.socket.send(JSON.stringify(frame));
+    } catch (error) {
+      this.#log.debug("ws.send_failed", { error: String(error) });
+    }
+  }
+
+  #error(error: ChatError, ref: Ref | undefined) {
+    this.send({
+      type: "error",
+      ...(ref !== undefined ? { ref } : {}),
+      code: error.code,
+      message: error.message,
+      ...(error.retryAfterMs !== undefined ? { retryAfterMs: error.retryAfterMs } : {}),
+    });
+  }
+
+  /** A frame that could not be decoded: answered, counted, and past 50 a minute the socket closes. */
+  #reject(error: FrameError) {
+    const now = performance.now();
+    this.#badFrames = this.#badFrames.filter((t) => now - t < 60_000);
+    if (this.#badFrames.length >= BAD_FRAMES_PER_MIN) {
+      this.close(CLOSE.policy, "Too many bad frames: fix the client");
+      return;
+    }
+    this.#badFrames.push(now);
+    this.#error(error, error.ref);
+  }
+
+  /** Closes the socket; `ended` resolves once the close event has run. */
+  close(code: number, reason: string): void {
+    if (this.#closed) return;
+    try {
+      this.socket.close(code, reason);
+    } catch (error) {
+      this.#log.debug("ws.close_failed", { error: String(error) });
+      void this.closedByPeer();
+    }
+  }
+
+  /** The socket is closed (either side): end the session and unlist it. Runs once. */
+  async closedByPeer(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#authTimer);
+    this.o.registry.remove(this);
+    const sessionId = this.sessionId;
+    try {
+      // Let a request in flight finish first, so that its session row exists to be ended.
+      await this.#queue;
+      if (sessionId !== null) {
+        await this.o.chat.endSession(sessionId);
+        this.#log.info("session.closed", { user: this.userId ?? undefined, session: sessionId });
+      }
+    } catch (error) {
+      // The drain or the reaper ends sessions left behind; nothing more can be done here.
+      this.#log.warn("session.close_failed", {
+        error: String(error),
+        session: sessionId ?? undefined,
+      });
+    } finally {
+      this.o.onEnded?.(this);
+      this.#resolveEnded();
+    }
+  }
+}
