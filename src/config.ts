@@ -57,13 +57,16 @@ export const SETTINGS = {
     name: "DATA_DIR",
     default: "./data",
     meaning: "where the embedded database keeps its files (only without DATABASE_URL)",
-    schema: z.string().min(1, "expected a directory path"),
+    schema: z.string().regex(
+      /^[^\p{Cc}]+$/u,
+      "expected a directory path without control characters",
+    ),
   }),
   host: setting({
     name: "HOST",
     default: "0.0.0.0",
     meaning: "address the HTTP and WebSocket server listens on",
-    schema: z.string().min(1, "expected a host name or address"),
+    schema: z.string().regex(/^[A-Za-z0-9.:_-]+$/, "expected a host name or IP address"),
   }),
   port: setting({
     name: "PORT",

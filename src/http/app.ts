@@ -53,8 +53,17 @@ export function createApp(o: AppOptions): Hono {
   app.onError((error, c) => {
     const chatError = toChatError(error);
     if (chatError.code === "internal") o.log.error("http.internal", { error, path: c.req.path });
+    // HTTP has no frames: a malformed body is a bad request.
+    const code = chatError.code === "bad_frame" || chatError.code === "bad_json"
+      ? "bad_request"
+      : chatError.code;
+    const retry = chatError.retryAfterMs;
     return c.json(
-      { error: chatError.code, message: chatError.message },
+      {
+        error: code,
+        message: chatError.message,
+        ...(retry !== undefined ? { retryAfterMs: retry } : {}),
+      },
       STATUS[chatError.code] ?? 500,
     );
   });
@@ -143,15 +152,8 @@ function accountRoutes(chat: Chat): Hono {
 
   api.post("/register", async (c) => {
     const { name, password } = await body(c);
-    try {
-      const user = await chat.accounts.register(name, password);
-      return c.json({ user }, 201);
-    } catch (error) {
-      if (error instanceof ChatError && error.code === "bad_frame") {
-        return c.json({ error: "bad_request", message: error.message }, 400);
-      }
-      throw error;
-    }
+    const user = await chat.accounts.register(name, password);
+    return c.json({ user }, 201);
   });
 
   api.post("/login", async (c) => {

@@ -132,6 +132,7 @@ export class ChatSocket {
     try {
       const reply = await this.#dispatch(request, ref);
       if (reply) this.send({ ...reply, ...(ref !== undefined ? { ref } : {}) });
+      if (request.type === "logout" && reply) this.close(CLOSE.logout, "Logged out");
     } catch (error) {
       const chatError = toChatError(error);
       if (chatError.code === "internal") {
@@ -221,16 +222,14 @@ export class ChatSocket {
     return null;
   }
 
-  async #logout(): Promise<null> {
+  async #logout(): Promise<Reply> {
     const [sessionId, userId] = [this.sessionId!, this.userId!];
     this.o.registry.unbind(this, userId, sessionId);
     this.userId = null;
     this.sessionId = null;
     await this.o.chat.logout(sessionId, this.#token);
     this.#token = null;
-    this.send({ type: "bye" });
-    this.close(CLOSE.logout, "Logged out");
-    return null;
+    return { type: "bye" };
   }
 
   /** Pushes what waited for this user while it was away, oldest first, after `welcome`. */
