@@ -39,8 +39,9 @@ export class NodeClaimError extends Error {
 }
 
 /**
- * Takes this node's advisory lock on `lockSql` (its own connection), waiting up to `waitMs` for a
- * predecessor with the same NODE_ID whose connection the database has not yet seen close.
+ * Takes this node's advisory lock on `lockSql` (its own connection). A predecessor with the same
+ * NODE_ID whose lease has run out but whose connection lingers is ended; a live one is waited for
+ * up to `waitMs`, then refused.
  */
 export async function claimNode(
   lockSql: Sql | null,
@@ -50,6 +51,7 @@ export async function claimNode(
   if (!lockSql) return;
   const deadline = Date.now() + waitMs;
   while (!await presence.holdNodeLock(lockSql, node)) {
+    if (await presence.endStaleLockHolder(lockSql, node)) continue;
     if (Date.now() > deadline) {
       throw new NodeClaimError(
         `Another live process holds NODE_ID "${node.id}": give each node its own NODE_ID`,

@@ -88,6 +88,19 @@ export class Client {
     this.#cursor = this.frames.length;
   }
 
+  /** The close event, or an error if the socket is still open after `ms`. */
+  async closedWithin(ms: number): Promise<CloseEvent> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) =>
+      timer = setTimeout(() => reject(new Error(`socket still open after ${ms} ms`)), ms)
+    );
+    try {
+      return await Promise.race([this.closed, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   async close(): Promise<CloseEvent> {
     if (this.#ws.readyState === WebSocket.OPEN || this.#ws.readyState === WebSocket.CONNECTING) {
       this.#ws.close(1000);

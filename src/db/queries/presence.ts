@@ -189,6 +189,23 @@ export async function holdNodeLock(lockSql: Sql, node: NodeIdentity): Promise<bo
 }
 
 /**
+ * Ends the database session that holds `node`'s lock when the node's lease has run out: its
+ * process is gone (host lost, network cut) but the database has not yet seen the connection die,
+ * which TCP alone may take hours to notice. A live process renews its lease every heartbeat, so
+ * this never touches one. Returns true when a holder was ended.
+ */
+export async function endStaleLockHolder(sql: Querier, node: NodeIdentity): Promise<boolean> {
+  const rows = await sql`
+    select pg_terminate_backend(l.pid)
+      from pg_locks l
+     where l.locktype = 'advisory' and l.granted and l.pid <> pg_backend_pid()
+       and l.classid = ${LOCK_NAMESPACE}::int::oid and l.objid = ${node.lockKey}::int::oid
+       and l.objsubid = 2
+       and not exists (select 1 from nodes n where n.id = ${node.id} and n.expires_at > now())`;
+  return rows.length > 0;
+}
+
+/**
  * Deletes every other node that is dead, with its sessions: its lease ran out, or (on a server
  * database) its advisory lock is free because the process holding it is gone.
  *
