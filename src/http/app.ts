@@ -10,6 +10,7 @@ import type { Chat } from "../chat/chat.ts";
 import { ChatError, type ErrorCode, toChatError } from "../chat/errors.ts";
 import type { Logger } from "../log.ts";
 import type { ChatSocket, SocketLike } from "../realtime/socket.ts";
+import { staticRoutes } from "./static.ts";
 import { websocketHandler } from "./ws_deno.ts";
 
 const STATUS: Partial<Record<ErrorCode, ContentfulStatusCode>> = {
@@ -111,6 +112,8 @@ export function createApp(o: AppOptions): Hono {
     },
     websocketHandler(o.createSocket, o.idleTimeoutMs),
   );
+
+  app.route("/", staticRoutes());
 
   return app;
 }

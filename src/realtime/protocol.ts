@@ -4,7 +4,15 @@
  */
 import { z } from "zod";
 import { ChatError } from "../chat/errors.ts";
-import { groupDescription, groupName, id, messageText, password, userName } from "../chat/rules.ts";
+import {
+  groupDescription,
+  groupName,
+  id,
+  messageText,
+  password,
+  storableText,
+  userName,
+} from "../chat/rules.ts";
 
 export const ref = z.union([
   z.string().max(64, "expected at most 64 characters"),
@@ -46,7 +54,7 @@ export const REQUESTS = {
     to: target,
     text: messageText,
     clientId: z.string({ error: "expected a string" }).min(1, "expected 1 to 64 characters")
-      .max(64, "expected 1 to 64 characters").optional(),
+      .max(64, "expected 1 to 64 characters").pipe(storableText).optional(),
   }),
   "ack": z.object({
     ids: z.array(id, { error: "expected an array of ids" }).max(1000, "expected at most 1000 ids"),
