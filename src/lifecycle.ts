@@ -9,7 +9,7 @@ import * as presence from "./db/queries/presence.ts";
 import type { Logger } from "./log.ts";
 import type { Bus } from "./realtime/bus.ts";
 import type { Registry } from "./realtime/registry.ts";
-import { type ChatSocket, CLOSE } from "./realtime/socket.ts";
+import { CLOSE } from "./realtime/socket.ts";
 
 export interface Timing {
   heartbeatMs: number;
@@ -69,7 +69,7 @@ export interface NodeOptions {
   timing: Timing;
   chat: Chat;
   bus: Bus;
-  registry: Registry<ChatSocket>;
+  registry: Registry;
   log: Logger;
 }
 

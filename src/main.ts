@@ -18,6 +18,9 @@ import { LiveNodesError, type NodeIdentity, resetAll, resetNode } from "./db/que
 import { createApp } from "./http/app.ts";
 import { claimNode, handleSignals, NodeClaimError, NodeRuntime } from "./lifecycle.ts";
 import { createLogger, type Logger } from "./log.ts";
+import { Metrics } from "./metrics.ts";
+import { SlidingWindow } from "./chat/throttle.ts";
+import { countWaiting } from "./db/queries/chat.ts";
 import type { Bus } from "./realtime/bus.ts";
 import { MemoryBus } from "./realtime/bus_memory.ts";
 import { PgBus } from "./realtime/bus_pg.ts";
@@ -65,9 +68,17 @@ async function serve(config: Config, log: Logger): Promise<void> {
     ? await PgBus.start(db.sql, db.dedicated("listen")!, log)
     : new MemoryBus();
   const accounts = new Accounts(db.sql, config.tokenTtlMs);
-  const chat = new Chat({ sql: db.sql, bus, accounts, node, loginPolicy: config.loginPolicy, log });
-  const registry = new Registry<ChatSocket>();
-  const hub = new Hub({ chat, bus, registry, log, presenceGraceMs: config.presenceGraceMs });
+  const chat = new Chat({
+    sql: db.sql,
+    bus,
+    accounts,
+    node,
+    loginPolicy: config.loginPolicy,
+    log,
+    loginFailures: new SlidingWindow(config.loginFailuresPerMin),
+    registrations: new SlidingWindow(config.registrationsPerMin),
+  });
+  const registry = new Registry();
   const runtime = await NodeRuntime.start({
     db,
     lockSql,
@@ -77,6 +88,21 @@ async function serve(config: Config, log: Logger): Promise<void> {
     bus,
     registry,
     log,
+  });
+  const metrics = new Metrics({
+    sockets: () => registry.size,
+    sessions: () => registry.sessions,
+    draining: () => runtime.draining,
+    heartbeatAgeSeconds: () => runtime.health().heartbeatAgeMs / 1000,
+    waiting: () => withTimeout(countWaiting(db.sql), 1000).catch(() => null),
+  });
+  const hub = new Hub({
+    chat,
+    bus,
+    registry,
+    log,
+    presenceGraceMs: config.presenceGraceMs,
+    metrics,
   });
 
   const app = createApp({
@@ -90,15 +116,13 @@ async function serve(config: Config, log: Logger): Promise<void> {
     health: async () => {
       const h = runtime.health();
       if (h.draining) return { ok: false, draining: true, reason: "draining" };
-      const dbOk = await Promise.race([
-        db.sql`select 1`.then(() => true, () => false),
-        new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 1000)),
-      ]);
+      const dbOk = await withTimeout(db.sql`select 1`, 1000).then(() => true, () => false);
       if (!dbOk) return { ok: false, draining: false, reason: "database unreachable" };
       if (!h.ok) return { ok: false, draining: false, reason: "heartbeat stale" };
       return { ok: true, draining: false };
     },
-    createSocket: (socket) =>
+    metrics,
+    createSocket: (socket, remote) =>
       new ChatSocket(socket, {
         chat,
         registry,
@@ -108,7 +132,8 @@ async function serve(config: Config, log: Logger): Promise<void> {
         rateLimitPerSec: config.rateLimitPerSec,
         rateLimitBurst: config.rateLimitBurst,
         maxBufferedBytes: MAX_BUFFERED_BYTES,
-      }),
+        metrics,
+      }, remote),
   });
 
   const server = Deno.serve({
@@ -218,4 +243,13 @@ if (import.meta.main) {
     }));
     Deno.exit(EXIT.failed);
   }
+}
+
+/** `promise`, or a rejection after `ms`. */
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => timer = setTimeout(() => reject(new Error("timed out")), ms)),
+  ]).finally(() => clearTimeout(timer));
 }

@@ -10,6 +10,7 @@ import type { Logger } from "../log.ts";
 import type { Bus } from "../realtime/bus.ts";
 import { type Accounts, validate } from "./accounts.ts";
 import { ChatError } from "./errors.ts";
+import type { SlidingWindow } from "./throttle.ts";
 import { groupDescription, groupName, messageText } from "./rules.ts";
 
 export type { FriendRow as Friend, GroupRow as Group } from "../db/queries/chat.ts";
@@ -64,7 +65,14 @@ export interface ChatOptions {
   node: presence.NodeIdentity;
   loginPolicy: presence.LoginPolicy;
   log: Logger;
+  /** Failed logins, keyed by name and by client address. */
+  loginFailures: SlidingWindow;
+  /** Registrations, keyed by client address. */
+  registrations: SlidingWindow;
 }
+
+const rateLimited = (waitMs: number, what: string) =>
+  new ChatError("rate_limited", `Too many ${what}: retry in ${Math.ceil(waitMs / 1000)} s`, waitMs);
 
 export class Chat {
   readonly accounts: Accounts;
@@ -73,8 +81,12 @@ export class Chat {
   readonly #node: presence.NodeIdentity;
   readonly #policy: presence.LoginPolicy;
   readonly #log: Logger;
+  readonly #loginFailures: SlidingWindow;
+  readonly #registrations: SlidingWindow;
 
   constructor(options: ChatOptions) {
+    this.#loginFailures = options.loginFailures;
+    this.#registrations = options.registrations;
     this.#sql = options.sql;
     this.#bus = options.bus;
     this.accounts = options.accounts;
@@ -90,14 +102,49 @@ export class Chat {
     );
   }
 
+  /** Registers a user; `address` is the client's, for the per-address throttle. */
+  async register(name: unknown, password: unknown, address: string): Promise<User> {
+    const wait = this.#registrations.wait(address);
+    if (wait > 0) throw rateLimited(wait, "registrations from your address");
+    this.#registrations.record(address);
+    return await this.accounts.register(name, password);
+  }
+
+  /**
+   * The user these credentials name. Failures are counted per name and per client address; past
+   * the limit every attempt, right or wrong, answers `rate_limited` until the window moves on.
+   */
+  async authenticate(credentials: Credentials, address: string): Promise<User> {
+    const keys = [`addr:${address}`];
+    if ("name" in credentials && typeof credentials.name === "string") {
+      keys.push(`name:${credentials.name.toLowerCase()}`);
+    } else if ("id" in credentials) {
+      keys.push(`id:${credentials.id}`);
+    }
+    const wait = Math.max(...keys.map((k) => this.#loginFailures.wait(k)));
+    if (wait > 0) throw rateLimited(wait, "failed logins");
+    try {
+      return "token" in credentials
+        ? await this.accounts.authenticateToken(credentials.token)
+        : await this.accounts.authenticate(
+          "id" in credentials ? credentials.id : credentials.name,
+          credentials.password,
+        );
+    } catch (error) {
+      if (error instanceof ChatError && error.code === "bad_credentials") {
+        for (const key of keys) this.#loginFailures.record(key);
+      }
+      throw error;
+    }
+  }
+
   /** Checks credentials and opens a session on this node under the login policy. */
-  async login(credentials: Credentials, transport: presence.Transport): Promise<LoggedIn> {
-    const user = "token" in credentials
-      ? await this.accounts.authenticateToken(credentials.token)
-      : await this.accounts.authenticate(
-        "id" in credentials ? credentials.id : credentials.name,
-        credentials.password,
-      );
+  async login(
+    credentials: Credentials,
+    transport: presence.Transport,
+    address: string,
+  ): Promise<LoggedIn> {
+    const user = await this.authenticate(credentials, address);
     const opened = await presence.openSession(
       this.#sql,
       this.#node,

@@ -9,9 +9,10 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { Chat } from "../chat/chat.ts";
 import { ChatError, type ErrorCode, toChatError } from "../chat/errors.ts";
 import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
 import type { ChatSocket, SocketLike } from "../realtime/socket.ts";
 import { staticRoutes } from "./static.ts";
-import { websocketHandler } from "./ws_deno.ts";
+import { clientAddress, websocketHandler } from "./ws_deno.ts";
 
 const STATUS: Partial<Record<ErrorCode, ContentfulStatusCode>> = {
   bad_json: 400,
@@ -36,10 +37,29 @@ export interface AppOptions {
   connections: () => number;
   health: () => Promise<{ ok: boolean; draining: boolean; reason?: string }>;
   createSocket: (socket: SocketLike, remote: string) => ChatSocket;
+  metrics: Metrics;
 }
 
 export function createApp(o: AppOptions): Hono {
   const app = new Hono();
+
+  // Access log: one line per request, at debug for the health and metrics probes.
+  app.use(async (c, next) => {
+    const started = performance.now();
+    await next();
+    const status = c.res.status;
+    o.metrics.httpRequests.inc({ method: c.req.method, status: String(status) });
+    const probe = c.req.path === "/healthz" || c.req.path === "/metrics";
+    const line = {
+      method: c.req.method,
+      path: c.req.path,
+      status,
+      ms: Math.round((performance.now() - started) * 10) / 10,
+      remote: clientAddress(c),
+    };
+    if (probe) o.log.debug("http.access", line);
+    else o.log.info("http.access", line);
+  });
 
   app.use(secureHeaders({
     contentSecurityPolicy: {
@@ -80,6 +100,10 @@ export function createApp(o: AppOptions): Hono {
       },
       h.ok ? 200 : 503,
     );
+  });
+
+  app.get("/metrics", async (c) => {
+    return c.body(await o.metrics.text(), 200, { "content-type": o.metrics.contentType });
   });
 
   app.route("/api", accountRoutes(o.chat));
@@ -155,7 +179,7 @@ function accountRoutes(chat: Chat): Hono {
 
   api.post("/register", async (c) => {
     const { name, password } = await body(c);
-    const user = await chat.accounts.register(name, password);
+    const user = await chat.register(name, password, clientAddress(c));
     return c.json({ user }, 201);
   });
 
@@ -164,7 +188,13 @@ function accountRoutes(chat: Chat): Hono {
       name: undefined,
       password: undefined,
     }));
-    const user = await chat.accounts.authenticate(typeof name === "string" ? name : "", password);
+    const user = await chat.authenticate(
+      {
+        name: typeof name === "string" ? name : "",
+        password: typeof password === "string" ? password : "",
+      },
+      clientAddress(c),
+    );
     const token = await chat.accounts.issueToken(user.id);
     return c.json({ token, user }, 200);
   });

@@ -4,16 +4,18 @@
  */
 import type { Chat } from "../chat/chat.ts";
 import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
 import type { Bus, BusEvent } from "./bus.ts";
 import type { Registry } from "./registry.ts";
-import { type ChatSocket, CLOSE } from "./socket.ts";
+import { CLOSE } from "./socket.ts";
 
 export interface HubOptions {
   chat: Chat;
   bus: Bus;
-  registry: Registry<ChatSocket>;
+  registry: Registry;
   log: Logger;
   presenceGraceMs: number;
+  metrics: Metrics;
 }
 
 export class Hub {
@@ -25,11 +27,15 @@ export class Hub {
   constructor(options: HubOptions) {
     this.#o = options;
     options.bus.subscribe((event) => this.#handle(event));
-    options.bus.onResync(() => this.#run("resync", () => this.catchUp()));
+    options.bus.onResync(() => {
+      options.metrics.busResyncs.inc();
+      this.#run("resync", () => this.catchUp());
+    });
   }
 
   #handle(event: BusEvent): void {
     if (this.#stopped) return;
+    this.#o.metrics.busEvents.inc({ type: event.type });
     switch (event.type) {
       case "messages":
         return this.#run(event.type, () => this.#deliver(event.ids, event.recipients));
@@ -56,6 +62,9 @@ export class Hub {
     const local = recipients.filter((r) => this.#o.registry.byUser(r).size > 0);
     if (local.length === 0) return;
     for (const { user, message } of await this.#o.chat.waitingAmong(ids, local)) {
+      this.#o.metrics.sendPushSeconds.observe(
+        Math.max(0, Date.now() - Date.parse(message.at)) / 1000,
+      );
       for (const socket of this.#o.registry.byUser(user)) socket.push(message);
     }
   }
@@ -92,7 +101,7 @@ export class Hub {
     if (this.#o.registry.sessions === 0) return;
     for (const contact of await this.#o.chat.contactsOf(user)) {
       for (const socket of this.#o.registry.byUser(contact)) {
-        socket.send({ type: "presence", user, online });
+        socket.notify({ type: "presence", user, online });
       }
     }
   }
@@ -101,7 +110,7 @@ export class Hub {
     const sockets = this.#o.registry.byUser(friend);
     if (sockets.size === 0) return;
     const row = await this.#o.chat.friend(user);
-    if (row) { for (const socket of sockets) socket.send({ type: "friend.added", friend: row }); }
+    if (row) { for (const socket of sockets) socket.notify({ type: "friend.added", friend: row }); }
   }
 
   async #memberJoined(groupId: number, user: number): Promise<void> {
@@ -111,7 +120,7 @@ export class Hub {
     for (const m of group.members) {
       if (m.id === user) continue;
       for (const socket of this.#o.registry.byUser(m.id)) {
-        socket.send({ type: "group.member", group: groupId, member });
+        socket.notify({ type: "group.member", group: groupId, member });
       }
     }
   }

@@ -3,10 +3,27 @@
  * only place that knows which users this node can push to.
  */
 
-/** What the registry needs of a connection. */
-export interface Registered {
+import type { Message } from "../chat/chat.ts";
+
+/** A push other than a message: presence, friend.added, group.member. */
+export type Notice = Record<string, unknown> & { type: string };
+
+/**
+ * A logged-in (or logging-in) connection of any transport: a WebSocket, or a course client's TCP
+ * connection. The hub pushes through it and the drain closes it, without knowing which it is.
+ */
+export interface Peer {
   readonly userId: number | null;
-  readonly sessionId: number | null;
+  /** Null once its session has ended or is to be ended by someone else (the drain, the rejoin). */
+  sessionId: number | null;
+  /** Resolves once the connection is closed and its session handled. */
+  readonly ended: Promise<void>;
+  push(message: Message): void;
+  notify(notice: Notice): void;
+  /** Closes with a WebSocket close code; other transports map it to what they have. */
+  close(code: number, reason: string): void;
+  /** Pushes whatever waits for its user (after the bus was away). */
+  replayWaiting(): Promise<void>;
 }
 
 /**
@@ -14,7 +31,7 @@ export interface Registered {
  * from `bind` until `remove`; lookups never return a removed connection. Not thread-safe and not
  * shared between nodes: each node has its own.
  */
-export class Registry<C extends Registered> {
+export class Registry<C extends Peer = Peer> {
   #all = new Set<C>();
   #byUser = new Map<number, Set<C>>();
   #bySession = new Map<number, C>();

@@ -6,8 +6,9 @@
 import type { Chat, Message } from "../chat/chat.ts";
 import { ChatError, toChatError } from "../chat/errors.ts";
 import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
 import { decodeFrame, FrameError, type Ref, type Request } from "./protocol.ts";
-import type { Registry } from "./registry.ts";
+import type { Notice, Peer, Registry } from "./registry.ts";
 
 /** What this module needs of a WebSocket. */
 export interface SocketLike {
@@ -26,7 +27,7 @@ export const CLOSE = {
 
 export interface SocketOptions {
   chat: Chat;
-  registry: Registry<ChatSocket>;
+  registry: Registry;
   log: Logger;
   authTimeoutMs: number;
   maxFrameBytes: number;
@@ -34,8 +35,7 @@ export interface SocketOptions {
   rateLimitBurst: number;
   /** A socket whose unsent bytes pass this is closed: it reads too slowly to keep up. */
   maxBufferedBytes: number;
-  /** Called once the socket is closed and its session ended. */
-  onEnded?: (socket: ChatSocket) => void;
+  metrics: Metrics;
 }
 
 const BAD_FRAMES_PER_MIN = 50;
@@ -62,7 +62,7 @@ class TokenBucket {
 
 type Reply = Record<string, unknown> & { type: string };
 
-export class ChatSocket {
+export class ChatSocket implements Peer {
   userId: number | null = null;
   sessionId: number | null = null;
   #token: string | null = null;
@@ -75,7 +75,12 @@ export class ChatSocket {
   readonly ended: Promise<void>;
   #resolveEnded!: () => void;
 
-  constructor(private readonly socket: SocketLike, private readonly o: SocketOptions) {
+  constructor(
+    private readonly socket: SocketLike,
+    private readonly o: SocketOptions,
+    /** The client's address, for the login and registration throttles. */
+    private readonly address: string,
+  ) {
     this.#bucket = new TokenBucket(o.rateLimitPerSec, o.rateLimitBurst);
     this.#log = o.log;
     this.ended = new Promise((resolve) => this.#resolveEnded = resolve);
@@ -135,6 +140,8 @@ export class ChatSocket {
       if (request.type === "logout" && reply) this.close(CLOSE.logout, "Logged out");
     } catch (error) {
       const chatError = toChatError(error);
+      if (request.type === "login") this.o.metrics.logins.inc({ result: chatError.code });
+      if (chatError.code === "unavailable") this.o.metrics.dbErrors.inc();
       if (chatError.code === "internal") {
         this.#log.error("ws.internal", {
           error,
@@ -162,11 +169,14 @@ export class ChatSocket {
       case "register":
       case "login":
         throw new ChatError("bad_frame", `Already logged in: "${request.type}" needs a new socket`);
-      case "send":
-        return chat.send(me, request.to, request.text, request.clientId).then((message) => ({
-          type: "sent",
-          message,
-        }));
+      case "send": {
+        const started = performance.now();
+        return chat.send(me, request.to, request.text, request.clientId).then((message) => {
+          this.o.metrics.sendCommitSeconds.observe((performance.now() - started) / 1000);
+          this.o.metrics.messagesSent.inc();
+          return { type: "sent", message };
+        });
+      }
       case "ack":
         return chat.ack(me, request.ids).then(() => null);
       case "friend.add":
@@ -191,7 +201,7 @@ export class ChatSocket {
   }
 
   async #register(name: string, password: string): Promise<Reply> {
-    const user = await this.o.chat.accounts.register(name, password);
+    const user = await this.o.chat.register(name, password, this.address);
     this.#log.info("account.registered", { user: user.id });
     return { type: "registered", user };
   }
@@ -201,7 +211,8 @@ export class ChatSocket {
     const credentials = request.token !== undefined
       ? { token: request.token }
       : { name: request.name!, password: request.password! };
-    const { user, token, sessionId } = await this.o.chat.login(credentials, "ws");
+    const { user, token, sessionId } = await this.o.chat.login(credentials, "ws", this.address);
+    this.o.metrics.logins.inc({ result: "ok" });
     if (this.#closed) {
       // The socket went away while the login ran: undo the session it would have held.
       await this.o.chat.endSession(sessionId);
@@ -244,7 +255,12 @@ export class ChatSocket {
   }
 
   push(message: Message): void {
+    this.o.metrics.messagesDelivered.inc();
     this.send({ type: "message", message });
+  }
+
+  notify(notice: Notice): void {
+    this.send(notice);
   }
 
   send(frame: Record<string, unknown>): void {
@@ -261,7 +277,22 @@ export class ChatSocket {
     }
   }
 
+  /**
+   * Answers an error. Malformed requests (bad_json, bad_frame) are also counted: past 50 in a
+   * minute the socket is closed with 1008 instead, since a client that keeps sending them is broken
+   * or hostile.
+   */
   #error(error: ChatError, ref: Ref | undefined) {
+    if (error.code === "bad_json" || error.code === "bad_frame") {
+      this.o.metrics.badFrames.inc({ code: error.code });
+      const now = performance.now();
+      this.#badFrames = this.#badFrames.filter((t) => now - t < 60_000);
+      if (this.#badFrames.length >= BAD_FRAMES_PER_MIN) {
+        this.close(CLOSE.policy, "Too many bad frames: fix the client");
+        return;
+      }
+      this.#badFrames.push(now);
+    }
     this.send({
       type: "error",
       ...(ref !== undefined ? { ref } : {}),
@@ -271,15 +302,7 @@ export class ChatSocket {
     });
   }
 
-  /** A frame that could not be decoded: answered, counted, and past 50 a minute the socket closes. */
   #reject(error: FrameError) {
-    const now = performance.now();
-    this.#badFrames = this.#badFrames.filter((t) => now - t < 60_000);
-    if (this.#badFrames.length >= BAD_FRAMES_PER_MIN) {
-      this.close(CLOSE.policy, "Too many bad frames: fix the client");
-      return;
-    }
-    this.#badFrames.push(now);
     this.#error(error, error.ref);
   }
 
@@ -315,7 +338,6 @@ export class ChatSocket {
         session: sessionId ?? undefined,
       });
     } finally {
-      this.o.onEnded?.(this);
       this.#resolveEnded();
     }
   }

@@ -159,6 +159,8 @@ export function spawnServer(options: ServerOptions = {}): ServerProcess {
     HEARTBEAT_MS: "200",
     NODE_TTL_MS: "3000",
     PRESENCE_GRACE_MS: "0",
+    // Every test client comes from 127.0.0.1; tests of the throttle itself set their own limit.
+    REGISTRATIONS_PER_MIN: "1000",
     ...(options.databaseUrl ? { DATABASE_URL: options.databaseUrl } : {}),
     ...options.env,
   };
