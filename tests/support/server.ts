@@ -177,10 +177,27 @@ export function spawnServer(options: ServerOptions = {}): ServerProcess {
   return new ServerProcess(child);
 }
 
-/** Starts a server and waits until it listens. */
+/** A TCP port that was free a moment ago. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/**
+ * Starts a server and waits until it listens: on the port it logs (PORT=0), or, for a fixed PORT,
+ * until /healthz answers, which also works when LOG_LEVEL hides the line.
+ */
 export async function startServer(options: ServerOptions = {}): Promise<ServerProcess> {
   const server = spawnServer(options);
+  const fixed = Number(options.env?.PORT ?? "0");
   try {
+    if (fixed > 0) {
+      server.port = fixed;
+      await waitForHealth(server, 30_000);
+      return server;
+    }
     const line = await server.waitForLog((l) => l.event === "http.listening", 30_000);
     server.port = line.port as number;
     return server;
@@ -204,4 +221,21 @@ export async function runMain(
   }).output();
   const decode = (b: Uint8Array) => new TextDecoder().decode(b);
   return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+}
+
+async function waitForHealth(server: ServerProcess, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  let exited = false;
+  server.status.then(() => exited = true);
+  while (Date.now() < deadline && !exited) {
+    const ok = await fetch(`${server.url}/healthz`).then(async (r) => {
+      await r.body?.cancel();
+      return r.ok;
+    }, () => false);
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(
+    `Server on port ${server.port} did not become healthy; output:\n${server.text.join("\n")}`,
+  );
 }
