@@ -9,6 +9,7 @@ import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import { decodeFrame, FrameError, type Ref, type Request } from "./protocol.ts";
 import type { Notice, Peer, Registry } from "./registry.ts";
+import { TokenBucket } from "./rate_limit.ts";
 
 /** What this module needs of a WebSocket. */
 export interface SocketLike {
@@ -39,26 +40,6 @@ export interface SocketOptions {
 }
 
 const BAD_FRAMES_PER_MIN = 50;
-
-/** A token bucket: `rate` requests a second on average, `burst` at once. */
-class TokenBucket {
-  #tokens: number;
-  #at = performance.now();
-  constructor(private readonly rate: number, private readonly burst: number) {
-    this.#tokens = burst;
-  }
-  /** 0 when a token was taken, else milliseconds until one is available. */
-  take(): number {
-    const now = performance.now();
-    this.#tokens = Math.min(this.burst, this.#tokens + ((now - this.#at) / 1000) * this.rate);
-    this.#at = now;
-    if (this.#tokens >= 1) {
-      this.#tokens -= 1;
-      return 0;
-    }
-    return Math.ceil(((1 - this.#tokens) / this.rate) * 1000);
-  }
-}
 
 type Reply = Record<string, unknown> & { type: string };
 
@@ -102,7 +83,8 @@ export class ChatSocket implements Peer {
   received(data: unknown): void {
     if (this.#closed) return;
     if (typeof data !== "string") {
-      this.#reject(new FrameError("bad_frame", "Binary frames are not accepted: send JSON text"));
+      const error = new FrameError("bad_frame", "Binary frames are not accepted: send JSON text");
+      this.#inOrder(() => this.#reject(error));
       return;
     }
     if (
@@ -116,20 +98,25 @@ export class ChatSocket implements Peer {
     try {
       decoded = decodeFrame(data);
     } catch (error) {
-      this.#reject(error as FrameError);
+      this.#inOrder(() => this.#reject(error as FrameError));
       return;
     }
     const { ref, request } = decoded;
     const wait = request.type === "ack" ? 0 : this.#bucket.take();
     if (wait > 0) {
-      this.#error(
-        new ChatError("rate_limited", `Too many requests: retry in ${wait} ms`, wait),
-        ref,
-      );
+      const error = new ChatError("rate_limited", `Too many requests: retry in ${wait} ms`, wait);
+      this.#inOrder(() => this.#error(error, ref));
       return;
     }
-    // Requests of one socket run one after the other, in the order they arrived.
-    this.#queue = this.#queue.then(() => this.#run(request, ref));
+    this.#inOrder(() => this.#run(request, ref));
+  }
+
+  /**
+   * Runs `work` after everything this socket asked before: requests run one after the other, and
+   * every answer, error or not, goes out in the order the requests came in.
+   */
+  #inOrder(work: () => void | Promise<void>): void {
+    this.#queue = this.#queue.then(work);
   }
 
   async #run(request: Request, ref: Ref | undefined): Promise<void> {
