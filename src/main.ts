@@ -27,6 +27,7 @@ import { PgBus } from "./realtime/bus_pg.ts";
 import { Registry } from "./realtime/registry.ts";
 import { ChatSocket } from "./realtime/socket.ts";
 import { Hub } from "./realtime/hub.ts";
+import { CourseServer } from "./legacy/tcp.ts";
 
 /** Exit codes of the process contract. */
 const EXIT = { ok: 0, failed: 1, badConfig: 2, refused: 3 } as const;
@@ -141,13 +142,27 @@ async function serve(config: Config, log: Logger): Promise<void> {
     port: config.port,
     onListen: ({ hostname, port }) => log.info("http.listening", { host: hostname, port }),
   }, app.fetch);
+  const legacy = config.legacyTcpPort === undefined ? null : CourseServer.listen({
+    hostname: config.host,
+    port: config.legacyTcpPort,
+    chat,
+    registry,
+    log,
+    metrics,
+    maxObjectBytes: config.maxFrameBytes,
+    rateLimitPerSec: config.rateLimitPerSec,
+    rateLimitBurst: config.rateLimitBurst,
+    maxConnections: config.maxConnections,
+    draining: () => runtime.draining,
+  });
+  if (legacy) log.info("legacy.listening", { host: legacy.addr.hostname, port: legacy.addr.port });
   runtime.startHeartbeat();
 
   handleSignals(
     () =>
       runtime.drain(async () => {
         hub.stop();
-        await server.shutdown();
+        await Promise.all([server.shutdown(), legacy?.stop()]);
       }),
     () => runtime.abandon(),
     config.shutdownTimeoutMs,

@@ -35,6 +35,11 @@ export class Registry<C extends Peer = Peer> {
   #all = new Set<C>();
   #byUser = new Map<number, Set<C>>();
   #bySession = new Map<number, C>();
+  /**
+   * Where each bound connection is listed. Kept here rather than read back from the connection,
+   * whose `sessionId` the drain and the rejoin clear before closing it.
+   */
+  #bindings = new Map<C, { userId: number; sessionId: number }>();
 
   get size(): number {
     return this.#all.size;
@@ -47,24 +52,31 @@ export class Registry<C extends Peer = Peer> {
   /** Lists `conn` under its user and session; call once it has logged in. */
   bind(conn: C): void {
     if (conn.userId === null || conn.sessionId === null || !this.#all.has(conn)) return;
+    this.#unbind(conn);
     let set = this.#byUser.get(conn.userId);
     if (!set) this.#byUser.set(conn.userId, set = new Set());
     set.add(conn);
     this.#bySession.set(conn.sessionId, conn);
+    this.#bindings.set(conn, { userId: conn.userId, sessionId: conn.sessionId });
   }
 
-  /** Unlists `conn` from its user and session only (after logout; the socket stays). */
-  unbind(conn: C, userId: number, sessionId: number): void {
-    const set = this.#byUser.get(userId);
-    if (set?.delete(conn) && set.size === 0) this.#byUser.delete(userId);
-    if (this.#bySession.get(sessionId) === conn) this.#bySession.delete(sessionId);
+  /** Unlists `conn` from its user and session only (after logout; the connection stays). */
+  unbind(conn: C): void {
+    this.#unbind(conn);
   }
 
   remove(conn: C): void {
     this.#all.delete(conn);
-    if (conn.userId !== null && conn.sessionId !== null) {
-      this.unbind(conn, conn.userId, conn.sessionId);
-    }
+    this.#unbind(conn);
+  }
+
+  #unbind(conn: C): void {
+    const binding = this.#bindings.get(conn);
+    if (!binding) return;
+    this.#bindings.delete(conn);
+    const set = this.#byUser.get(binding.userId);
+    if (set?.delete(conn) && set.size === 0) this.#byUser.delete(binding.userId);
+    if (this.#bySession.get(binding.sessionId) === conn) this.#bySession.delete(binding.sessionId);
   }
 
   byUser(userId: number): ReadonlySet<C> {

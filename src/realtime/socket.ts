@@ -41,6 +41,24 @@ export interface SocketOptions {
 
 const BAD_FRAMES_PER_MIN = 50;
 
+/**
+ * A request still running after this answers `unavailable`: a database that does not answer
+ * (a cut network holds queries until TCP gives up) must not hang the client, nor the requests
+ * queued behind it on this socket.
+ */
+const REQUEST_DEADLINE_MS = 8000;
+
+class DeadlineError extends ChatError {
+  constructor() {
+    super(
+      "unavailable",
+      `The database did not answer within ${
+        REQUEST_DEADLINE_MS / 1000
+      } s: retry later (a retry with the same clientId is never stored twice)`,
+    );
+  }
+}
+
 type Reply = Record<string, unknown> & { type: string };
 
 export class ChatSocket implements Peer {
@@ -51,6 +69,8 @@ export class ChatSocket implements Peer {
   #queue: Promise<void> = Promise.resolve();
   #authTimer: ReturnType<typeof setTimeout> | undefined;
   #badFrames: number[] = [];
+  /** Set when the request running now passed its deadline and was answered `unavailable`. */
+  #gaveUp = false;
   #bucket: TokenBucket;
   #log: Logger;
   readonly ended: Promise<void>;
@@ -122,7 +142,7 @@ export class ChatSocket implements Peer {
   async #run(request: Request, ref: Ref | undefined): Promise<void> {
     if (this.#closed) return;
     try {
-      const reply = await this.#dispatch(request, ref);
+      const reply = await this.#deadline(this.#dispatch(request, ref));
       if (reply) this.send({ ...reply, ...(ref !== undefined ? { ref } : {}) });
       if (request.type === "logout" && reply) this.close(CLOSE.logout, "Logged out");
     } catch (error) {
@@ -140,6 +160,26 @@ export class ChatSocket implements Peer {
         this.#log.debug("ws.request_failed", { code: chatError.code, ref, type: request.type });
       }
       this.#error(chatError, ref);
+    }
+  }
+
+  /**
+   * `work`, or a DeadlineError once REQUEST_DEADLINE_MS pass. `work` may still finish later; a
+   * login that does checks `#gaveUp` and undoes its session.
+   */
+  async #deadline<T>(work: Promise<T> | T): Promise<T> {
+    if (!(work instanceof Promise)) return work;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.#gaveUp = true;
+        reject(new DeadlineError());
+      }, REQUEST_DEADLINE_MS);
+    });
+    try {
+      return await Promise.race([work, late]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -198,10 +238,11 @@ export class ChatSocket implements Peer {
     const credentials = request.token !== undefined
       ? { token: request.token }
       : { name: request.name!, password: request.password! };
+    this.#gaveUp = false;
     const { user, token, sessionId } = await this.o.chat.login(credentials, "ws", this.address);
     this.o.metrics.logins.inc({ result: "ok" });
-    if (this.#closed) {
-      // The socket went away while the login ran: undo the session it would have held.
+    if (this.#closed || this.#gaveUp) {
+      // The socket went away, or was told `unavailable`, while the login ran: undo its session.
       await this.o.chat.endSession(sessionId);
       return null;
     }
@@ -221,8 +262,8 @@ export class ChatSocket implements Peer {
   }
 
   async #logout(): Promise<Reply> {
-    const [sessionId, userId] = [this.sessionId!, this.userId!];
-    this.o.registry.unbind(this, userId, sessionId);
+    const sessionId = this.sessionId!;
+    this.o.registry.unbind(this);
     this.userId = null;
     this.sessionId = null;
     await this.o.chat.logout(sessionId, this.#token);

@@ -1,0 +1,554 @@
+/**
+ * @module The course protocol's transport: a TCP listener (LEGACY_TCP_PORT) and, per connection, a
+ * `CourseConnection` that splits the stream into requests, runs them in order against the chat
+ * domain, and writes replies and messages back as the course client expects them. It is a `Peer`
+ * like a WebSocket: the hub pushes through it, the drain and the rejoin close it, and its login is
+ * a session (transport "tcp") under the same presence rules.
+ *
+ * Server to client, the course client parses each `recv` (at most 1024 bytes) as one JSON object, so
+ * every object is its own write, with TCP_NODELAY so that Nagle's algorithm does not merge them,
+ * and writes are spaced: `ackPauseMs` after the login ack (the course client handles the ack on
+ * one thread and only then starts reading on another), `writeGapMs` between any two writes. A
+ * write that follows a quiet moment goes out at once; only bursts (the waiting messages after a
+ * login) are paced, at about 1000 / writeGapMs objects a second, far above what a person reads.
+ */
+import type { Chat, Message } from "../chat/chat.ts";
+import { toChatError } from "../chat/errors.ts";
+import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
+import { TokenBucket } from "../realtime/rate_limit.ts";
+import type { Notice, Peer, Registry } from "../realtime/registry.ts";
+import {
+  chatObject,
+  type CourseRequest,
+  decodeRequest,
+  ERRMSG,
+  ERRNO,
+  loginAck,
+  loginError,
+  MSGID,
+  registerAck,
+  registerError,
+} from "./course.ts";
+import { type Piece, Splitter } from "./framing.ts";
+
+/** Pause after the login ack, so that the ack and what follows never land in one `recv`. */
+export const ACK_PAUSE_MS = 100;
+/** Least time between two writes to one connection. */
+export const WRITE_GAP_MS = 20;
+/** Writes a connection may have queued; past this the client reads too slowly and is closed. */
+const MAX_PENDING_WRITES = 2000;
+/** Message ids remembered per login to keep a message from being written twice. */
+const REMEMBERED_IDS = 10_000;
+const READ_BUFFER_BYTES = 16 * 1024;
+
+const encoder = new TextEncoder();
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export interface CourseOptions {
+  chat: Chat;
+  registry: Registry;
+  log: Logger;
+  /** Longest request object accepted (MAX_FRAME_BYTES). */
+  maxObjectBytes: number;
+  rateLimitPerSec: number;
+  rateLimitBurst: number;
+  metrics?: Metrics;
+  ackPauseMs?: number;
+  writeGapMs?: number;
+}
+
+export interface CourseServerOptions extends CourseOptions {
+  hostname: string;
+  port: number;
+  /** Connections (of every transport) past which new ones are closed at once (MAX_CONNECTIONS). */
+  maxConnections: number;
+  /** True while the node drains: a new connection is closed at once. */
+  draining: () => boolean;
+}
+
+let nextConnection = 1;
+
+/** One course client's TCP connection. Nothing it receives can make it throw. */
+export class CourseConnection implements Peer {
+  userId: number | null = null;
+  sessionId: number | null = null;
+  readonly ended: Promise<void>;
+  #resolveEnded!: () => void;
+  readonly #conn: Deno.TcpConn;
+  readonly #o: CourseOptions;
+  /** The client's address, for the login and registration throttles. */
+  readonly #address: string;
+  readonly #log: Logger;
+  readonly #splitter: Splitter;
+  readonly #bucket: TokenBucket;
+  readonly #ackPauseMs: number;
+  readonly #writeGapMs: number;
+  /** Requests run one after the other, in the order they arrived. */
+  #requests: Promise<void> = Promise.resolve();
+  /** Writes happen one after the other, in the order they were queued. */
+  #writes: Promise<void> = Promise.resolve();
+  #pendingWrites = 0;
+  /** `performance.now()` before which the next write waits. */
+  #notBefore = 0;
+  /** Counts logins and logouts: a write queued under an earlier one is not written. */
+  #generation = 0;
+  /** The login ack is queued: pushes may follow it. Before that they are left to the replay. */
+  #ready = false;
+  /** The session this connection is listed under in the registry, kept for `unbind`. */
+  #bound: { user: number; session: number } | null = null;
+  #queued = new Set<number>();
+  #closing = false;
+  #connClosed = false;
+  #finished = false;
+  #dropped = 0;
+
+  constructor(conn: Deno.TcpConn, options: CourseOptions) {
+    this.#conn = conn;
+    this.#o = options;
+    const remote = conn.remoteAddr;
+    this.#address = remote.hostname;
+    this.#log = options.log.with({
+      transport: "tcp",
+      conn: nextConnection++,
+      remote: `${remote.hostname}:${remote.port}`,
+    });
+    this.#splitter = new Splitter({ maxObjectBytes: options.maxObjectBytes });
+    this.#bucket = new TokenBucket(options.rateLimitPerSec, options.rateLimitBurst);
+    this.#ackPauseMs = options.ackPauseMs ?? ACK_PAUSE_MS;
+    this.#writeGapMs = options.writeGapMs ?? WRITE_GAP_MS;
+    this.ended = new Promise((resolve) => this.#resolveEnded = resolve);
+  }
+
+  /** Reads until either side closes, then ends the session. Never throws. */
+  async serve(): Promise<void> {
+    this.#o.registry.add(this);
+    this.#log.debug("legacy.connected");
+    try {
+      this.#conn.setNoDelay(true);
+      this.#conn.setKeepAlive(true);
+    } catch (error) {
+      this.#log.debug("legacy.socket_option_failed", { error: String(error) });
+    }
+    const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    try {
+      while (!this.#closing) {
+        const n = await this.#conn.read(buffer);
+        if (n === null) {
+          for (const piece of this.#splitter.end()) this.#receivedSafely(piece);
+          break;
+        }
+        for (const piece of this.#splitter.push(buffer.subarray(0, n))) this.#receivedSafely(piece);
+      }
+    } catch (error) {
+      // Reset by the peer, or interrupted by our own close.
+      if (!this.#closing) this.#log.debug("legacy.read_failed", { error: String(error) });
+    }
+    await this.#finish();
+  }
+
+  #receivedSafely(piece: Piece): void {
+    try {
+      this.#received(piece);
+    } catch (error) {
+      this.#log.error("legacy.internal", { error, user: this.userId ?? undefined });
+    }
+  }
+
+  /** One piece of the stream: rate-limited, decoded, and queued to run after the ones before. */
+  #received(piece: Piece): void {
+    const wait = this.#bucket.take();
+    if (wait > 0) {
+      // Logged once per run of drops, so that a flood does not become a flood of log lines.
+      if (this.#dropped++ === 0) {
+        this.#log.warn("legacy.rate_limited", { retryInMs: wait, user: this.userId ?? undefined });
+      }
+      return;
+    }
+    if (this.#dropped > 0) {
+      this.#log.info("legacy.rate_limit_ended", { dropped: this.#dropped });
+      this.#dropped = 0;
+    }
+    if (piece.kind === "malformed") {
+      this.#log.info("legacy.malformed", { reason: piece.reason, bytes: piece.bytes });
+      return;
+    }
+    const decoded = decodeRequest(piece.value);
+    if (!decoded.ok) {
+      // Field names only: a bad login or registration may still carry a password.
+      this.#log.info("legacy.malformed", {
+        reason: decoded.reason,
+        msgid: decoded.msgid ?? undefined,
+        bytes: piece.bytes,
+      });
+      // The course client waits for an answer to these two; everything else has none.
+      if (decoded.msgid === MSGID.login) {
+        this.#enqueueAfterRequests(loginError(ERRNO.badCredentials, ERRMSG.badCredentials));
+      } else if (decoded.msgid === MSGID.register) {
+        this.#enqueueAfterRequests(registerError(`Invalid request: ${decoded.reason}`));
+      }
+      return;
+    }
+    const request = decoded.request;
+    this.#requests = this.#requests.then(() => this.#run(request));
+  }
+
+  #enqueueAfterRequests(frame: Record<string, unknown>): void {
+    this.#requests = this.#requests.then(() => void this.#enqueue(frame));
+  }
+
+  async #run(request: CourseRequest): Promise<void> {
+    if (this.#closing) return;
+    try {
+      await this.#dispatch(request);
+    } catch (error) {
+      const e = toChatError(error);
+      if (e.code === "unavailable") this.#o.metrics?.dbErrors.inc();
+      if (e.code === "internal") {
+        this.#log.error("legacy.internal", {
+          error,
+          msgid: request.msgid,
+          user: this.userId ?? undefined,
+        });
+      } else {
+        this.#log.info("legacy.request_failed", {
+          code: e.code,
+          message: e.message,
+          msgid: request.msgid,
+          user: this.userId ?? undefined,
+        });
+      }
+    }
+  }
+
+  async #dispatch(request: CourseRequest): Promise<void> {
+    if (request.msgid === MSGID.register) return await this.#register(request);
+    if (request.msgid === MSGID.login) return await this.#login(request);
+    const me = this.userId;
+    if (me === null) {
+      this.#log.info("legacy.unauthenticated", { msgid: request.msgid });
+      return;
+    }
+    if (request.id !== undefined && request.id !== me) {
+      // The course server trusted this field; Parley acts as the logged-in user whatever it says.
+      this.#log.warn("legacy.id_mismatch", {
+        msgid: request.msgid,
+        user: me,
+        claimed: typeof request.id === "number" ? request.id : String(request.id).slice(0, 32),
+      });
+    }
+    const chat = this.#o.chat;
+    switch (request.msgid) {
+      case MSGID.logout:
+        return await this.#logout("logout");
+      case MSGID.oneChat:
+        await chat.send(me, { user: request.toid }, request.msg);
+        this.#o.metrics?.messagesSent.inc();
+        return;
+      case MSGID.groupChat:
+        await chat.send(me, { group: request.groupid }, request.msg);
+        this.#o.metrics?.messagesSent.inc();
+        return;
+      case MSGID.addFriend:
+        await chat.addFriend(me, request.friendid);
+        return;
+      case MSGID.createGroup:
+        await chat.createGroup(me, request.groupname, request.groupdesc ?? "");
+        return;
+      case MSGID.joinGroup:
+        await chat.joinGroup(me, request.groupid);
+        return;
+    }
+  }
+
+  async #register(request: Extract<CourseRequest, { msgid: 4 }>): Promise<void> {
+    try {
+      const user = await this.#o.chat.register(request.name, request.password, this.#address);
+      this.#log.info("account.registered", { user: user.id });
+      void this.#enqueue(registerAck(user.id));
+    } catch (error) {
+      const e = toChatError(error);
+      void this.#enqueue(registerError(e.message));
+      throw error;
+    }
+  }
+
+  /**
+   * Opens a session, queues the ack, then the waiting messages, each its own write. A login on a
+   * connection that is already logged in ends that session first, as the course client, which only
+   * logs in from its logged-out menu, means it.
+   */
+  async #login(request: Extract<CourseRequest, { msgid: 1 }>): Promise<void> {
+    if (this.userId !== null) await this.#logout("login again");
+    const chat = this.#o.chat;
+    let opened: Awaited<ReturnType<Chat["login"]>>;
+    try {
+      opened = await chat.login(
+        { id: request.id, password: request.password },
+        "tcp",
+        this.#address,
+      );
+    } catch (error) {
+      const e = toChatError(error);
+      this.#o.metrics?.logins.inc({ result: e.code });
+      this.#log.info("legacy.login_failed", { code: e.code, claimed: request.id });
+      void this.#enqueue(
+        e.code === "bad_credentials"
+          ? loginError(ERRNO.badCredentials, ERRMSG.badCredentials)
+          : e.code === "already_online"
+          ? loginError(ERRNO.alreadyOnline, ERRMSG.alreadyOnline)
+          : loginError(ERRNO.unavailable, e.message),
+      );
+      if (e.code === "internal") throw error;
+      return;
+    }
+    const { user, token, sessionId } = opened;
+    this.#o.metrics?.logins.inc({ result: "ok" });
+    if (this.#closing) {
+      // The connection went away while the login ran: undo the session it would have held.
+      await chat.endSession(sessionId);
+      return;
+    }
+    this.userId = user.id;
+    this.sessionId = sessionId;
+    this.#generation++;
+    this.#queued.clear();
+    // Listed before the waiting messages are read: a message committed after this point is pushed
+    // live, one committed before is in the waiting set, and one in between comes both ways, which
+    // `#queued` absorbs (the course client cannot drop duplicates itself).
+    this.#bound = { user: user.id, session: sessionId };
+    this.#o.registry.bind(this);
+    this.#log.info("session.opened", { user: user.id, session: sessionId });
+    let overview: Awaited<ReturnType<Chat["overview"]>>;
+    try {
+      // A course client cannot resume by token; the one login issued is of no use to anyone.
+      await chat.accounts.revokeToken(token);
+      overview = await chat.overview(user.id);
+    } catch (error) {
+      await this.#logout("login failed");
+      void this.#enqueue(loginError(ERRNO.unavailable, toChatError(error).message));
+      throw error;
+    }
+    void this.#enqueue(loginAck(user, overview.friends, overview.groups), this.#ackPauseMs);
+    this.#ready = true;
+    await this.replayWaiting();
+  }
+
+  /** Ends the session; the connection stays open for another login. */
+  async #logout(why: string): Promise<void> {
+    const [user, session] = [this.userId, this.sessionId];
+    this.#unbind();
+    this.userId = null;
+    this.sessionId = null;
+    this.#ready = false;
+    this.#generation++;
+    if (session !== null) {
+      await this.#o.chat.endSession(session);
+      this.#log.info("session.closed", { user: user ?? undefined, session, why });
+    }
+  }
+
+  #unbind(): void {
+    if (this.#bound) this.#o.registry.unbind(this);
+    this.#bound = null;
+  }
+
+  /** Writes what waits for this user, oldest first, a page at a time as the writes complete. */
+  async replayWaiting(): Promise<void> {
+    const user = this.userId;
+    const generation = this.#generation;
+    if (user === null || !this.#ready) return;
+    let after = 0;
+    while (!this.#closing && this.#generation === generation) {
+      const page = await this.#o.chat.waiting(user, after);
+      if (page.length === 0 || this.#generation !== generation) return;
+      for (const message of page) this.#deliver(message);
+      after = page[page.length - 1].id;
+      await this.#writes;
+    }
+  }
+
+  push(message: Message): void {
+    if (this.#ready && this.userId !== null) this.#deliver(message);
+  }
+
+  /** Presence, friend and member pushes have no course form: the course client never gets them. */
+  notify(_notice: Notice): void {}
+
+  /** Queues `message` unless it already was; acknowledges it once its write completed. */
+  #deliver(message: Message): void {
+    if (this.#queued.has(message.id)) return;
+    this.#queued.add(message.id);
+    if (this.#queued.size > REMEMBERED_IDS) {
+      this.#queued.delete(this.#queued.values().next().value!);
+    }
+    const user = this.userId!;
+    void this.#enqueue(chatObject(message)).then((written) => {
+      if (!written) return;
+      this.#o.metrics?.messagesDelivered.inc();
+      // Written to the socket counts as delivered: the course client has no way to acknowledge.
+      this.#o.chat.ack(user, [message.id]).catch((error) =>
+        this.#log.warn("legacy.ack_failed", { error: String(error), message: message.id, user })
+      );
+    });
+  }
+
+  /**
+   * Queues one object as one write. Resolves true once it was written, false when it was not (the
+   * connection closed, or a login or logout came between, so it belongs to another session).
+   */
+  #enqueue(frame: Record<string, unknown>, pauseAfterMs = this.#writeGapMs): Promise<boolean> {
+    if (this.#closing) return Promise.resolve(false);
+    if (this.#pendingWrites >= MAX_PENDING_WRITES) {
+      // Its unwritten messages stay waiting for its next login.
+      this.#log.warn("legacy.too_slow", { pending: this.#pendingWrites });
+      this.close(1008, "Reading too slowly");
+      return Promise.resolve(false);
+    }
+    this.#pendingWrites++;
+    const generation = this.#generation;
+    const bytes = encoder.encode(JSON.stringify(frame));
+    const written = this.#writes.then(async () => {
+      try {
+        const wait = this.#notBefore - performance.now();
+        if (wait > 0) await delay(wait);
+        if (this.#closing || this.#generation !== generation) return false;
+        for (let done = 0; done < bytes.length;) {
+          done += await this.#conn.write(bytes.subarray(done));
+        }
+        this.#notBefore = performance.now() + pauseAfterMs;
+        return true;
+      } catch (error) {
+        if (!this.#closing) this.#log.debug("legacy.write_failed", { error: String(error) });
+        this.close(1011, "Write failed");
+        return false;
+      } finally {
+        this.#pendingWrites--;
+      }
+    });
+    this.#writes = written.then(() => {});
+    return written;
+  }
+
+  /** TCP has no close codes: the connection is simply closed; `ended` resolves once it is done. */
+  close(code: number, reason: string): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    this.#log.debug("legacy.closing", { code, reason });
+    this.#closeConn();
+  }
+
+  #closeConn(): void {
+    if (this.#connClosed) return;
+    this.#connClosed = true;
+    try {
+      this.#conn.close();
+    } catch (error) {
+      this.#log.debug("legacy.close_failed", { error: String(error) });
+    }
+  }
+
+  /** Either side closed: unlist, let a request in flight finish, end the session. Runs once. */
+  async #finish(): Promise<void> {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#closing = true;
+    this.#closeConn();
+    this.#unbind();
+    this.#o.registry.remove(this);
+    try {
+      await this.#requests;
+      // Null when the drain or the rejoin ends the node's sessions itself.
+      const session = this.sessionId;
+      if (session !== null) {
+        this.sessionId = null;
+        await this.#o.chat.endSession(session);
+        this.#log.info("session.closed", { user: this.userId ?? undefined, session });
+      }
+    } catch (error) {
+      // The drain or the reaper ends sessions left behind; nothing more can be done here.
+      this.#log.warn("session.close_failed", { error: String(error) });
+    } finally {
+      this.#log.debug("legacy.disconnected");
+      this.#resolveEnded();
+    }
+  }
+}
+
+/** The listener. `stop` closes it and every connection it still has. */
+export class CourseServer {
+  readonly #listener: Deno.TcpListener;
+  readonly #o: CourseServerOptions;
+  readonly #connections = new Set<CourseConnection>();
+  readonly #accepting: Promise<void>;
+  #stopped = false;
+
+  private constructor(listener: Deno.TcpListener, options: CourseServerOptions) {
+    this.#listener = listener;
+    this.#o = options;
+    this.#accepting = this.#accept();
+  }
+
+  static listen(options: CourseServerOptions): CourseServer {
+    const listener = Deno.listen({
+      hostname: options.hostname,
+      port: options.port,
+      transport: "tcp",
+    });
+    return new CourseServer(listener, options);
+  }
+
+  get addr(): Deno.NetAddr {
+    return this.#listener.addr;
+  }
+
+  async #accept(): Promise<void> {
+    const o = this.#o;
+    while (!this.#stopped) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (error) {
+        if (this.#stopped || error instanceof Deno.errors.BadResource) return;
+        // Out of file descriptors and the like: wait a little rather than spin.
+        o.log.warn("legacy.accept_failed", { error: String(error) });
+        await delay(100);
+        continue;
+      }
+      if (this.#stopped || o.draining() || o.registry.size >= o.maxConnections) {
+        o.log.info("legacy.refused", {
+          reason: this.#stopped || o.draining() ? "draining" : "too many connections",
+        });
+        try {
+          conn.close();
+        } catch {
+          // Already closed.
+        }
+        continue;
+      }
+      const connection = new CourseConnection(conn, o);
+      this.#connections.add(connection);
+      connection.serve()
+        .catch((error) => o.log.error("legacy.internal", { error }))
+        .finally(() => this.#connections.delete(connection));
+    }
+  }
+
+  /** Stops accepting, closes what is still open and waits until each has ended its session. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    try {
+      this.#listener.close();
+    } catch {
+      // Already closed.
+    }
+    await this.#accepting;
+    const open = [...this.#connections];
+    for (const c of open) c.close(1001, "This node is shutting down");
+    await Promise.all(open.map((c) => c.ended));
+  }
+}
