@@ -154,7 +154,10 @@ export class NodeRuntime {
    */
   async #rejoin(): Promise<void> {
     const { db, lockSql, node, timing, log, registry } = this.#o;
-    log.error("node.lease_lost", { sockets: registry.size });
+    // A new incarnation from this moment: logins until it is registered are refused, and no
+    // session of the old one can count again.
+    node.epoch = crypto.randomUUID();
+    log.error("node.lease_lost", { sockets: registry.size, epoch: node.epoch });
     for (const socket of registry.all()) {
       socket.sessionId = null;
       socket.close(CLOSE.goingAway, "This node lost its lease: reconnect");

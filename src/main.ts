@@ -58,7 +58,26 @@ function identity(config: Config): NodeIdentity {
   return { id: config.nodeId, epoch: crypto.randomUUID(), lockKey: nodeLockKey(config.nodeId) };
 }
 
+/**
+ * The last line of defence for a serving process: an error nothing caught is logged with its stack
+ * and the process carries on. Ending it would drop every socket and, until the reaper runs, leave
+ * its users online. The one seen in practice: postgres.js 3.4.9 can run a write it scheduled with
+ * setImmediate after its connection closed ("Cannot read properties of null (reading 'write')"),
+ * when a database connection is reset; that connection is already closed and being replaced.
+ */
+function keepServing(log: Logger): void {
+  globalThis.addEventListener("error", (event) => {
+    event.preventDefault();
+    log.error("process.uncaught", { error: event.error ?? event.message });
+  });
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    log.error("process.unhandled_rejection", { error: event.reason });
+  });
+}
+
 async function serve(config: Config, log: Logger): Promise<void> {
+  keepServing(log);
   const db = await openDatabase(config, log);
   const applied = await migrate(db.sql);
   if (applied.length > 0) log.info("db.migrated", { versions: applied });
@@ -122,6 +141,7 @@ async function serve(config: Config, log: Logger): Promise<void> {
       if (!h.ok) return { ok: false, draining: false, reason: "heartbeat stale" };
       return { ok: true, draining: false };
     },
+    draining: () => runtime.draining,
     metrics,
     createSocket: (socket, remote) =>
       new ChatSocket(socket, {

@@ -3,7 +3,7 @@
  * It writes through the query modules, commits, and only then tells other nodes through the bus.
  * It knows nothing of sockets: pushing to them is the realtime layer's job.
  */
-import type { Sql } from "../db/connect.ts";
+import { type Sql, transaction } from "../db/connect.ts";
 import * as q from "../db/queries/chat.ts";
 import * as presence from "../db/queries/presence.ts";
 import type { Logger } from "../log.ts";
@@ -158,6 +158,9 @@ export class Chat {
         "This account is already online elsewhere: log out there first",
       );
     }
+    if (opened === "node_unregistered") {
+      throw new ChatError("unavailable", "This node is rejoining the cluster: retry in a moment");
+    }
     if (opened.replaced.length > 0) {
       this.#tell({ type: "kick", sessions: opened.replaced.map((r) => r.id) });
     }
@@ -229,7 +232,7 @@ export class Chat {
    */
   async send(userId: number, to: Target, text: unknown, clientId?: string): Promise<Message> {
     const body = validate(messageText, "text", text);
-    const { row, created } = await this.#sql.begin(async (tx) => {
+    const { row, created } = await transaction(this.#sql, async (tx) => {
       let recipients: number[];
       if ("user" in to) {
         if (!await q.userExists(tx, to.user)) throw notFoundUser(to.user);

@@ -51,6 +51,10 @@ const UNAVAILABLE_DRIVER_CODES = new Set([
 export function isUnavailable(error: unknown): boolean {
   const code = (error as { code?: unknown })?.code;
   if (typeof code !== "string") return false;
+  // Operating-system socket errors (ECONNRESET, ENOTCONN, EHOSTUNREACH, ...) all mean the same.
+  if (/^E[A-Z]+$/.test(code) && typeof (error as { errno?: unknown }).errno === "number") {
+    return true;
+  }
   return UNAVAILABLE_DRIVER_CODES.has(code) || UNAVAILABLE_PREFIXES.some((p) => code.startsWith(p));
 }
 

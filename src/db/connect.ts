@@ -23,6 +23,22 @@ const TYPES = {
   },
 };
 
+/**
+ * `sql.begin(fn)`, retried once when postgres.js 3.4.9 refuses to start it with
+ * UNSAFE_TRANSACTION. Under many concurrent transactions the driver can hand `begin` a connection
+ * it does not count as reserved (porsager/postgres#823), and fails the transaction as soon as
+ * BEGIN completes, before `fn` has run a statement: a second try is safe.
+ */
+export async function transaction<T>(sql: Sql, fn: (tx: TransactionSql) => Promise<T>): Promise<T> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await sql.begin(fn) as T;
+    } catch (error) {
+      if ((error as { code?: string })?.code !== "UNSAFE_TRANSACTION" || attempt >= 3) throw error;
+    }
+  }
+}
+
 export interface Database {
   readonly kind: "server" | "embedded";
   /** The pool every query goes through. */
@@ -57,6 +73,9 @@ function clientOptions(appName: string, log: Logger, max: number): postgres.Opti
     types: TYPES,
     onnotice: () => {},
     connect_timeout: 5,
+    // postgres.js waits up to 20 s between reconnection attempts by default; a node must be back
+    // within seconds of its database, so it retries often, never more than a second apart.
+    backoff: (attempt: number) => Math.min(0.05 * 2 ** attempt, 1),
     connection: { application_name: appName.slice(0, 63) },
     debug: false,
     onclose: (id: number) => log.debug("db.connection_closed", { connection: id }),

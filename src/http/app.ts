@@ -36,6 +36,8 @@ export interface AppOptions {
   /** Open sockets on this node. */
   connections: () => number;
   health: () => Promise<{ ok: boolean; draining: boolean; reason?: string }>;
+  /** Cheap, for every upgrade: no database round trip. */
+  draining: () => boolean;
   createSocket: (socket: SocketLike, remote: string) => ChatSocket;
   metrics: Metrics;
 }
@@ -114,8 +116,7 @@ export function createApp(o: AppOptions): Hono {
       if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
         return c.json({ error: "bad_request", message: "Open /ws as a WebSocket" }, 426);
       }
-      const h = await o.health();
-      if (h.draining) {
+      if (o.draining()) {
         return c.json(
           { error: "unavailable", message: "This node is shutting down: use another" },
           503,

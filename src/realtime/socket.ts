@@ -128,7 +128,8 @@ export class ChatSocket implements Peer {
       this.#inOrder(() => this.#error(error, ref));
       return;
     }
-    this.#inOrder(() => this.#run(request, ref));
+    const arrived = performance.now();
+    this.#inOrder(() => this.#run(request, ref, arrived));
   }
 
   /**
@@ -139,10 +140,10 @@ export class ChatSocket implements Peer {
     this.#queue = this.#queue.then(work);
   }
 
-  async #run(request: Request, ref: Ref | undefined): Promise<void> {
+  async #run(request: Request, ref: Ref | undefined, arrived: number): Promise<void> {
     if (this.#closed) return;
     try {
-      const reply = await this.#deadline(this.#dispatch(request, ref));
+      const reply = await this.#deadline(arrived, () => this.#dispatch(request, ref));
       if (reply) this.send({ ...reply, ...(ref !== undefined ? { ref } : {}) });
       if (request.type === "logout" && reply) this.close(CLOSE.logout, "Logged out");
     } catch (error) {
@@ -152,6 +153,7 @@ export class ChatSocket implements Peer {
       if (chatError.code === "internal") {
         this.#log.error("ws.internal", {
           error,
+          code: (error as { code?: unknown })?.code,
           ref,
           type: request.type,
           user: this.userId ?? undefined,
@@ -167,14 +169,18 @@ export class ChatSocket implements Peer {
    * `work`, or a DeadlineError once REQUEST_DEADLINE_MS pass. `work` may still finish later; a
    * login that does checks `#gaveUp` and undoes its session.
    */
-  async #deadline<T>(work: Promise<T> | T): Promise<T> {
+  async #deadline<T>(arrived: number, start: () => Promise<T> | T): Promise<T> {
+    // Counted from the request's arrival: time spent queued behind a slow request counts too.
+    const left = REQUEST_DEADLINE_MS - (performance.now() - arrived);
+    if (left <= 0) throw new DeadlineError();
+    const work = start();
     if (!(work instanceof Promise)) return work;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         this.#gaveUp = true;
         reject(new DeadlineError());
-      }, REQUEST_DEADLINE_MS);
+      }, left);
     });
     try {
       return await Promise.race([work, late]);

@@ -275,3 +275,18 @@ async function readTail(path: string): Promise<string> {
 function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/**
+ * Restarts (fast mode) the local cluster whose data directory is `dataDir`, from any process: the
+ * test run's own cluster, named by PARLEY_TEST_PG_DATADIR. pg_ctl reuses the options it was
+ * started with (postmaster.opts), so the port stays the same.
+ */
+export async function restartLocalCluster(dataDir: string): Promise<void> {
+  const bin = await findPostgresBin();
+  if (!bin) throw new Error("No pg_ctl found to restart the local cluster with");
+  const dir = dataDir.replace(/\/data$/, "");
+  await runAs(`${bin}/pg_ctl`, ["-D", dataDir, "-l", `${dir}/log`, "-m", "fast", "-w", "restart"], {
+    user: Deno.uid() === 0 ? "postgres" : undefined,
+    cwd: dir,
+  });
+}

@@ -2,7 +2,7 @@
  * @module SQL for friends, groups and messages. Presence flags come from the same live-session rule
  * as `user_state` (see presence.ts).
  */
-import type { Querier, Sql } from "../connect.ts";
+import { type Querier, type Sql, transaction } from "../connect.ts";
 
 export interface FriendRow {
   id: number;
@@ -84,7 +84,7 @@ export async function createGroup(
   name: string,
   description: string,
 ): Promise<number> {
-  return await sql.begin(async (tx) => {
+  return await transaction(sql, async (tx) => {
     const [g] = await tx<{ id: number }[]>`
       insert into groups (name, description, created_by)
       values (${name}, ${description}, ${creator})

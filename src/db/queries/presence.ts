@@ -4,16 +4,19 @@
  * The `user_state` view and every query here read that same rule, so a dead node's users read
  * offline as soon as its lease ends, even before anything is cleaned up.
  */
-import type { Querier, Sql } from "../connect.ts";
+import { type Querier, type Sql, transaction } from "../connect.ts";
 import { LOCK_NAMESPACE } from "../locks.ts";
 
 export type LoginPolicy = "reject" | "takeover" | "multi";
 export type Transport = "ws" | "tcp";
 
-/** One incarnation of a server process. */
+/**
+ * One incarnation of a server process. `epoch` changes when the node has to register anew after
+ * the others took it for dead (see NodeRuntime's rejoin).
+ */
 export interface NodeIdentity {
   readonly id: string;
-  readonly epoch: string;
+  epoch: string;
   readonly lockKey: number;
 }
 
@@ -42,8 +45,8 @@ export async function openSession(
   userId: number,
   transport: Transport,
   policy: LoginPolicy,
-): Promise<OpenedSession | null> {
-  return await sql.begin(async (tx) => {
+): Promise<OpenedSession | "node_unregistered" | null> {
+  return await transaction(sql, async (tx) => {
     await tx`select 1 from users where id = ${userId} for update`;
     const live = await liveSessions(tx, userId);
     if (live.length > 0 && policy === "reject") return null;
@@ -51,10 +54,14 @@ export async function openSession(
       ? await tx<{ id: number; node: string }[]>`
           delete from sessions where user_id = ${userId} returning id, node_id as node`
       : [];
+    // Only while this incarnation of the node is registered: a node the others reaped must not
+    // open sessions that nothing would count or clean up.
     const [row] = await tx<{ id: number }[]>`
       insert into sessions (user_id, node_id, epoch, transport)
-      values (${userId}, ${node.id}, ${node.epoch}, ${transport})
+      select ${userId}, ${node.id}, ${node.epoch}, ${transport}
+       where exists (select 1 from nodes where id = ${node.id} and epoch = ${node.epoch})
       returning id`;
+    if (!row) return "node_unregistered";
     return { sessionId: row.id, cameOnline: live.length === 0, replaced: [...replaced] };
   });
 }
@@ -93,7 +100,7 @@ async function liveSessions(sql: Querier, userId: number) {
  * now. This is both the start-up reset of `serve` and the `reset` command: one function.
  */
 export async function resetNode(sql: Sql, nodeId: string): Promise<number[]> {
-  return await sql.begin(async (tx) => {
+  return await transaction(sql, async (tx) => {
     const gone = await tx<{ user_id: number }[]>`
       delete from sessions where node_id = ${nodeId} returning user_id`;
     await tx`delete from nodes where id = ${nodeId}`;
@@ -103,7 +110,7 @@ export async function resetNode(sql: Sql, nodeId: string): Promise<number[]> {
 
 /** `reset --all`: every session of every node. Refuses while another node's lease is live. */
 export async function resetAll(sql: Sql, force: boolean, self: string): Promise<number[]> {
-  return await sql.begin(async (tx) => {
+  return await transaction(sql, async (tx) => {
     if (!force) {
       const live = await tx<{ id: string }[]>`
         select id from nodes where expires_at > now() and id <> ${self}`;
@@ -220,7 +227,7 @@ export async function reapDeadNodes(
   self: string,
   probeLocks: boolean,
 ): Promise<ReapedNodes> {
-  return await sql.begin(async (tx) => {
+  return await transaction(sql, async (tx) => {
     const dead = await tx<{ id: string }[]>`
       select id from nodes
        where id <> ${self}
