@@ -1,0 +1,91 @@
+/**
+ * @module How the terminal client prints what the protocol carries: users, friends, groups and
+ * messages, in the course client's plain style.
+ */
+
+export interface User {
+  id: number;
+  name: string;
+}
+export interface Friend extends User {
+  online: boolean;
+}
+export interface Member extends Friend {
+  role: "creator" | "member";
+}
+export interface Group {
+  id: number;
+  name: string;
+  description: string;
+  members: Member[];
+}
+export interface Message {
+  id: number;
+  from: User;
+  to: { user: number } | { group: number };
+  text: string;
+  at: string;
+  clientId?: string;
+}
+
+const RULE = "=".repeat(56);
+
+const pad = (n: number) => String(n).padStart(2, "0");
+
+/** Local time, to the second: `2026-11-26 07:19:02`. */
+export function formatTime(iso: string): string {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+export const who = (user: User) => `${user.name} (${user.id})`;
+
+const presence = (online: boolean) => online ? "online" : "offline";
+
+function section(title: string): string {
+  const left = Math.floor((RULE.length - title.length - 2) / 2);
+  return `${"-".repeat(left)} ${title} ${"-".repeat(RULE.length - left - title.length - 2)}`;
+}
+
+/** `[time] name (id): text`, with `[group <id>] ` in front for a group; later lines indented. */
+export function formatMessage(message: Message): string {
+  const where = "group" in message.to ? `[group ${message.to.group}] ` : "";
+  const head = `${where}[${formatTime(message.at)}] ${who(message.from)}: `;
+  return head + message.text.split("\n").join(`\n${" ".repeat(4)}`);
+}
+
+export function formatGroup(group: Group): string {
+  const lines = [`${group.id} ${group.name}${group.description ? `: ${group.description}` : ""}`];
+  for (const m of group.members) {
+    lines.push(`    ${m.id} ${m.name} ${m.role} ${presence(m.online)}`);
+  }
+  return lines.join("\n");
+}
+
+/** What the course client printed after login: the user, friends, groups. */
+export function formatOverview(user: User, friends: Friend[], groups: Group[]): string {
+  return [
+    RULE,
+    `current user: ${who(user)}`,
+    section("friends"),
+    ...(friends.length > 0
+      ? friends.map((f) => `${f.id} ${f.name} ${presence(f.online)}`)
+      : ["(none yet: addfriend:<userid>)"]),
+    section("groups"),
+    ...(groups.length > 0
+      ? groups.map(formatGroup)
+      : ["(none yet: creategroup:<name>:<description> or addgroup:<groupid>)"]),
+    RULE,
+  ].join("\n");
+}
+
+export function formatWaiting(messages: Message[]): string {
+  if (messages.length === 0) return "no messages waiting";
+  return [section(`waiting messages: ${messages.length}`), ...messages.map(formatMessage)].join(
+    "\n",
+  );
+}
+
+export const MENU = [RULE, "1. login", "2. register", "3. quit", RULE].join("\n");

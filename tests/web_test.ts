@@ -1,0 +1,270 @@
+/**
+ * @module The web client end to end: real server processes, Debian's Chromium driven headless by
+ * playwright-core, and two people in two browser contexts (a desktop and a phone-sized screen)
+ * doing what people do. Screenshots of the main screens go to tests/.artifacts/web/.
+ */
+import { type Browser, chromium, type ConsoleMessage, type Page } from "playwright-core";
+import { assert, assertEquals, assertMatch } from "./support/assert.ts";
+import { Client, eventually } from "./support/client.ts";
+import type { Sql } from "./support/context.ts";
+import { withWorld } from "./support/fixture.ts";
+
+const CHROMIUM = Deno.env.get("CHROMIUM_PATH") || "/usr/bin/chromium";
+const ARTIFACTS = new URL("./.artifacts/web/", import.meta.url);
+const DESKTOP = { width: 1100, height: 720 };
+const PHONE = { width: 390, height: 780 };
+const STEP_MS = 10_000;
+
+async function launch(): Promise<Browser> {
+  try {
+    await Deno.stat(CHROMIUM);
+  } catch {
+    throw new Error(
+      `The browser tests need Chromium, and there is none at "${CHROMIUM}": install it ` +
+        "(apt-get install chromium) or set CHROMIUM_PATH to a Chromium executable",
+    );
+  }
+  return await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+}
+
+/** Runs `fn` with a browser that is closed afterwards, whatever happened. */
+async function withBrowser(fn: (browser: Browser) => Promise<void>): Promise<void> {
+  const browser = await launch();
+  try {
+    await fn(browser);
+  } finally {
+    await browser.close();
+  }
+}
+
+/** A page whose script errors and CSP violations are kept, to be asserted absent at the end. */
+async function openPage(
+  browser: Browser,
+  viewport: { width: number; height: number },
+  problems: string[],
+): Promise<Page> {
+  const context = await browser.newContext({ viewport });
+  context.setDefaultTimeout(STEP_MS);
+  const page = await context.newPage();
+  watch(page, problems);
+  return page;
+}
+
+function watch(page: Page, problems: string[]) {
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  page.on("console", (message: ConsoleMessage) => {
+    // A refused WebSocket while a server restarts is expected; a CSP refusal never is.
+    if (message.type() === "error" && !/WebSocket connection to .* failed/.test(message.text())) {
+      problems.push(`console: ${message.text()}`);
+    }
+  });
+}
+
+async function screenshot(page: Page, name: string) {
+  await Deno.mkdir(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: new URL(`${name}.png`, ARTIFACTS).pathname });
+}
+
+const unique = (prefix: string) => `${prefix}${crypto.randomUUID().slice(0, 6)}`;
+const PASSWORD = "correct horse battery";
+
+/** Registers through the form (which logs in too) and returns the id the page shows. */
+async function register(page: Page, name: string): Promise<number> {
+  await page.getByLabel("Name", { exact: true }).fill(name);
+  await page.getByLabel("Password", { exact: true }).fill(PASSWORD);
+  await page.getByRole("button", { name: "Register" }).click();
+  const me = page.locator("#me");
+  await me.getByText(name, { exact: true }).waitFor();
+  return Number(await me.locator("strong").nth(1).textContent());
+}
+
+const entry = (page: Page, key: string) => page.locator(`#sidebar li[data-key="${key}"]`);
+
+/** Waits until the side list shows `userId` with the word `online` or `offline`. */
+async function presence(page: Page, userId: number, word: "online" | "offline") {
+  await entry(page, `user:${userId}`).locator(".presence", { hasText: new RegExp(`^${word}$`) })
+    .waitFor();
+  assertEquals(
+    await entry(page, `user:${userId}`).getAttribute("data-online"),
+    String(word === "online"),
+  );
+}
+
+const messageItems = (page: Page, text: string) =>
+  page.locator("#messages li.message", { hasText: text });
+
+async function waitingCount(sql: Sql, userId: number) {
+  const [row] = await sql<{ n: number }[]>`
+    select count(*)::int as n from waiting_messages where user_id = ${userId}`;
+  return row.n;
+}
+
+Deno.test("web client: register, befriend, chat both ways, presence, reload and offline messages", async () => {
+  await withWorld("web_chat", async ({ start, sql }) => {
+    const server = await start();
+    await withBrowser(async (browser) => {
+      const problems: string[] = [];
+      const alice = { name: unique("alice"), id: 0 };
+      const bob = { name: unique("bob"), id: 0 };
+      const a = await openPage(browser, DESKTOP, problems);
+      const b = await openPage(browser, PHONE, problems);
+
+      const response = await a.goto(server.url);
+      assertEquals(response?.headers()["content-type"], "text/html; charset=utf-8");
+      assertMatch(response?.headers()["content-security-policy"] ?? "", /default-src 'self'/);
+      await a.getByRole("button", { name: "Log in" }).waitFor();
+      await screenshot(a, "01-sign-in-desktop");
+      await b.goto(server.url);
+
+      alice.id = await register(a, alice.name);
+      bob.id = await register(b, bob.name);
+      assert(alice.id > 0 && bob.id > 0 && alice.id !== bob.id, "the pages show both ids");
+
+      // Alice adds Bob by id; both lists show the other, online, without a reload.
+      await a.getByLabel("Friend's id or name").fill(String(bob.id));
+      await a.getByRole("button", { name: "Add friend" }).click();
+      await presence(a, bob.id, "online");
+      await presence(b, alice.id, "online");
+      await b.getByText(`${alice.name} added you as a friend`).waitFor();
+
+      // Alice writes (Enter sends); her message turns from pending to sent.
+      await entry(a, `user:${bob.id}`).getByRole("button").click();
+      await a.getByLabel("Message", { exact: true }).fill("Hello Bob, how are you?");
+      await a.getByLabel("Message", { exact: true }).press("Enter");
+      await messageItems(a, "Hello Bob").locator(".state", { hasText: /^sent$/ }).waitFor();
+
+      // Bob sees an unread count, opens the conversation, and the message is acked once shown.
+      await entry(b, `user:${alice.id}`).and(b.locator('[data-unread="1"]')).waitFor();
+      await screenshot(b, "02-list-phone");
+      await entry(b, `user:${alice.id}`).getByRole("button").click();
+      await messageItems(b, "Hello Bob, how are you?").locator(".sender", { hasText: alice.name })
+        .waitFor();
+      await eventually(async () => await waitingCount(sql, bob.id) === 0, STEP_MS, "Bob's ack");
+      assertEquals(await entry(b, `user:${alice.id}`).getAttribute("data-unread"), "0");
+
+      // Bob answers with the Send button; Alice's open conversation shows it live.
+      await b.getByLabel("Message", { exact: true }).fill("Fine, thanks! And you?");
+      await b.getByRole("button", { name: "Send" }).click();
+      await messageItems(a, "Fine, thanks! And you?").waitFor();
+      await messageItems(b, "Fine, thanks!").locator(".state", { hasText: /^sent$/ }).waitFor();
+      await eventually(async () => await waitingCount(sql, alice.id) === 0, STEP_MS, "Alice's ack");
+      await screenshot(a, "03-chat-desktop");
+      await screenshot(b, "04-chat-phone");
+
+      // Bob closes his page: Alice sees him go offline.
+      await b.close();
+      await presence(a, bob.id, "offline");
+      await a.locator("#conversation-detail", { hasText: "offline" }).waitFor();
+      await screenshot(a, "05-friend-offline-desktop");
+
+      // Alice writes while Bob is away; the server keeps it for him.
+      await a.getByLabel("Message", { exact: true }).fill("Are you still there?");
+      await a.getByLabel("Message", { exact: true }).press("Enter");
+      await messageItems(a, "Are you still there?").locator(".state", { hasText: /^sent$/ })
+        .waitFor();
+      assertEquals(await waitingCount(sql, bob.id), 1);
+
+      // Bob comes back in the same browser: the kept token logs him in without the password.
+      const b2 = await b.context().newPage();
+      watch(b2, problems);
+      await b2.goto(server.url);
+      await b2.locator("#me").getByText(bob.name, { exact: true }).waitFor();
+      assertEquals(await b2.getByLabel("Password", { exact: true }).inputValue(), "");
+      await presence(a, bob.id, "online");
+      await entry(b2, `user:${alice.id}`).and(b2.locator('[data-unread="1"]')).waitFor();
+      await entry(b2, `user:${alice.id}`).getByRole("button").click();
+      await messageItems(b2, "Are you still there?").waitFor();
+      await eventually(async () => await waitingCount(sql, bob.id) === 0, STEP_MS, "Bob's ack");
+
+      // Alice reloads: still logged in; the history comes back in order, each message once.
+      await a.reload();
+      await a.locator("#me").getByText(alice.name, { exact: true }).waitFor();
+      await presence(a, bob.id, "online");
+      await entry(a, `user:${bob.id}`).getByRole("button").click();
+      await messageItems(a, "Are you still there?").waitFor();
+      const texts = await a.locator("#messages li.message .text").allTextContents();
+      assertEquals(texts, [
+        "Hello Bob, how are you?",
+        "Fine, thanks! And you?",
+        "Are you still there?",
+      ]);
+
+      assertEquals(problems, []);
+    });
+  });
+});
+
+Deno.test("web client: resumes with its token after a 1001, and stays away after a 4001", async () => {
+  await withWorld("web_reconnect", async ({ start }) => {
+    const first = await start();
+    await withBrowser(async (browser) => {
+      const problems: string[] = [];
+      const page = await openPage(browser, DESKTOP, problems);
+      await page.goto(first.url);
+      const name = unique("carol");
+      const id = await register(page, name);
+      const status = page.locator("#connection");
+      await status.getByText("Connected").waitFor();
+
+      // The node drains (1001). A new node comes up on the same address; the page logs in there
+      // with its token, on its own.
+      await first.stop();
+      await status.getByText(/^Connection lost: reconnecting/).waitFor();
+      const second = await start({ env: { PORT: String(first.port), LOGIN_POLICY: "takeover" } });
+      await status.getByText("Connected").waitFor({ timeout: 20_000 });
+      await page.locator("#me").getByText(name, { exact: true }).waitFor();
+
+      // The session is live: a message sent now arrives on the page.
+      const other = await Client.connect(second.wsUrl);
+      try {
+        const sender = await other.request({
+          type: "register",
+          name: unique("dave"),
+          password: PASSWORD,
+        });
+        assertEquals(sender.type, "registered");
+        const login = await other.request({
+          type: "login",
+          name: (sender.user as { name: string }).name,
+          password: PASSWORD,
+        });
+        assertEquals(login.type, "welcome");
+        await other.request({ type: "send", to: { user: id }, text: "Welcome back" });
+        await entry(page, `user:${(sender.user as { id: number }).id}`)
+          .and(page.locator('[data-unread="1"]')).waitFor();
+      } finally {
+        await other.close();
+      }
+
+      // The same account logs in elsewhere under takeover: this page is closed with 4001, says so
+      // in words, and does not come back by itself (which would in turn close the other login).
+      const elsewhere = await Client.connect(second.wsUrl);
+      try {
+        const welcome = await elsewhere.request({ type: "login", name, password: PASSWORD });
+        assertEquals(welcome.type, "welcome");
+        await page.getByRole("alert").getByText(/opened in another window or device/).waitFor();
+        await status.getByText("Disconnected: opened elsewhere").waitFor();
+        await screenshot(page, "06-replaced-desktop");
+        // Absence can only be watched for a while: longer than the first reconnection delays.
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        assertEquals(elsewhere.raw.readyState, WebSocket.OPEN);
+        assertEquals(await status.textContent(), "Disconnected: opened elsewhere");
+      } finally {
+        await elsewhere.close();
+      }
+      assertEquals(problems, []);
+    });
+  });
+});
