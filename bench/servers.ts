@@ -40,6 +40,12 @@ export const GENEROUS_LIMITS: Record<string, string> = {
   RATE_LIMIT_BURST: "1000000",
 };
 
+/**
+ * Extra `deno run` flags for the nodes, e.g. BENCH_DENO_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof"
+ * to see where a node's time goes.
+ */
+const EXTRA_FLAGS = (Deno.env.get("BENCH_DENO_FLAGS") ?? "").split(/\s+/).filter(Boolean);
+
 export async function startNode(
   databaseUrl: string,
   nodeId: string,
@@ -51,7 +57,15 @@ export async function startNode(
     env: { ...NODE_DEFAULTS, ...env },
     command: {
       cmd: "sh",
-      args: withOpenFileLimit([Deno.execPath(), "run", "-A", "--quiet", MAIN, "serve"]),
+      args: withOpenFileLimit([
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--quiet",
+        ...EXTRA_FLAGS,
+        MAIN,
+        "serve",
+      ]),
     },
   });
 }

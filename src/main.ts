@@ -123,6 +123,7 @@ async function serve(config: Config, log: Logger): Promise<void> {
     log,
     presenceGraceMs: config.presenceGraceMs,
     metrics,
+    nodeId: node.id,
   });
 
   const app = createApp({

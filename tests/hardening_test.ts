@@ -3,7 +3,7 @@
  * headers, body limits, the bad-frame limit, secrets kept out of logs and tables, metrics and logs.
  */
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
-import { Client, loggedIn, registerUser } from "./support/client.ts";
+import { Client, eventually, loggedIn, registerUser } from "./support/client.ts";
 import { withWorld } from "./support/fixture.ts";
 import { freePort } from "./support/server.ts";
 import { SlidingWindow } from "../src/chat/throttle.ts";
@@ -228,7 +228,15 @@ Deno.test("metrics: /metrics is Prometheus text with the node's counters, gauges
     assertEquals(samples.get("parley_sessions"), 2);
     assertEquals(samples.get("parley_waiting_messages"), 1);
     assertEquals(samples.get("parley_draining"), 0);
-    assert((samples.get('parley_bus_events_total{type="messages"}') ?? 0) >= 1);
+    // The node's own notification of the message comes back through PostgreSQL a moment later.
+    await eventually(
+      async () => {
+        const again = parsePrometheus(await fetch(`${server.url}/metrics`).then((r) => r.text()));
+        return (again.get('parley_bus_events_total{type="messages"}') ?? 0) >= 1;
+      },
+      5000,
+      "the bus event counted",
+    );
     assert((samples.get("parley_heartbeat_age_seconds") ?? 99) < 5);
     await Promise.all([a.client.close(), b.client.close()]);
   });

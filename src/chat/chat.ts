@@ -3,11 +3,12 @@
  * It writes through the query modules, commits, and only then tells other nodes through the bus.
  * It knows nothing of sockets: pushing to them is the realtime layer's job.
  */
-import { type Sql, transaction } from "../db/connect.ts";
+import type { Sql } from "../db/connect.ts";
 import * as q from "../db/queries/chat.ts";
 import * as presence from "../db/queries/presence.ts";
 import type { Logger } from "../log.ts";
-import type { Bus } from "../realtime/bus.ts";
+import type { Bus, Delivery } from "../realtime/bus.ts";
+import { Outbox } from "./outbox.ts";
 import { type Accounts, validate } from "./accounts.ts";
 import { ChatError } from "./errors.ts";
 import type { SlidingWindow } from "./throttle.ts";
@@ -82,10 +83,13 @@ export class Chat {
   readonly #policy: presence.LoginPolicy;
   readonly #log: Logger;
   readonly #loginFailures: SlidingWindow;
+  readonly #outbox: Outbox;
+  readonly #deliveryHandlers: ((items: Delivery[]) => void)[] = [];
   readonly #registrations: SlidingWindow;
 
   constructor(options: ChatOptions) {
     this.#loginFailures = options.loginFailures;
+    this.#outbox = new Outbox(options.sql, (stored) => this.#committed(stored));
     this.#registrations = options.registrations;
     this.#sql = options.sql;
     this.#bus = options.bus;
@@ -227,45 +231,43 @@ export class Chat {
   }
 
   /**
-   * Stores a message with a waiting row for each recipient, commits, then tells the recipients'
-   * nodes. A retry with the same `clientId` returns the first message and stores nothing.
+   * Stores a message with a waiting row for each recipient (through the outbox, which commits many
+   * together), then tells the recipients' nodes. A retry with the same `clientId` returns the
+   * first message and stores nothing. A `signal` aborted before the message's batch begins stores
+   * nothing and rejects with the signal's reason.
    */
-  async send(userId: number, to: Target, text: unknown, clientId?: string): Promise<Message> {
+  async send(
+    userId: number,
+    to: Target,
+    text: unknown,
+    clientId?: string,
+    signal?: AbortSignal,
+  ): Promise<Message> {
     const body = validate(messageText, "text", text);
-    const { row, created } = await transaction(this.#sql, async (tx) => {
-      let recipients: number[];
-      if ("user" in to) {
-        if (!await q.userExists(tx, to.user)) throw notFoundUser(to.user);
-        recipients = [to.user];
-      } else {
-        const members = await q.groupMemberIds(tx, to.group);
-        if (members.length === 0 && !await q.groupExists(tx, to.group)) {
-          throw notFoundGroup(to.group);
-        }
-        if (!members.includes(userId)) {
-          throw new ChatError(
-            "forbidden",
-            `You are not a member of group ${to.group}: join it first`,
-          );
-        }
-        recipients = members.filter((m) => m !== userId);
-      }
-      return await q.insertMessage(tx, {
-        senderId: userId,
-        recipientId: "user" in to ? to.user : null,
-        groupId: "group" in to ? to.group : null,
-        text: body,
-        clientId: clientId ?? null,
-        recipients,
-      });
-    });
-    if (created) {
-      const recipients = row.groupId !== null
-        ? (await q.groupMemberIds(this.#sql, row.groupId)).filter((m) => m !== userId)
-        : [row.recipientId!];
-      if (recipients.length > 0) this.#tell({ type: "messages", ids: [row.id], recipients });
-    }
-    return toMessage(row);
+    const stored = await this.#outbox.store(
+      { senderId: userId, to, text: body, clientId: clientId ?? null },
+      signal,
+    );
+    if (stored.ok) return toMessage(stored.row);
+    if (stored.reason === "no_user") throw notFoundUser((to as { user: number }).user);
+    if (stored.reason === "no_group") throw notFoundGroup((to as { group: number }).group);
+    throw new ChatError(
+      "forbidden",
+      `You are not a member of group ${(to as { group: number }).group}: join it first`,
+    );
+  }
+
+  /** Called for every message committed by this node, before other nodes hear of it. */
+  onDelivery(handler: (items: Delivery[]) => void): void {
+    this.#deliveryHandlers.push(handler);
+  }
+
+  #committed(stored: { row: q.MessageRow; recipients: number[] }[]): void {
+    const items = stored.filter((s) => s.recipients.length > 0)
+      .map((s) => ({ message: toMessage(s.row), recipients: s.recipients }));
+    if (items.length === 0) return;
+    for (const handler of this.#deliveryHandlers) handler(items);
+    this.#tell({ type: "messages", origin: this.#node.id, items });
   }
 
   async ack(userId: number, ids: readonly number[]): Promise<void> {

@@ -3,14 +3,24 @@
  * `bus_pg.ts` (LISTEN/NOTIFY, for a cluster) and `bus_memory.ts` (one process, the embedded mode).
  */
 
+import type { Message } from "../chat/chat.ts";
+
+/** A committed message and the users it waits for. */
+export interface Delivery {
+  message: Message;
+  recipients: number[];
+}
+
 /** What nodes tell each other. Each event is about rows already committed. */
 export type BusEvent =
   /** A user's first session opened or last session closed, on any node. */
   | { type: "presence"; user: number; online: boolean }
   /** Sessions replaced by a newer login (LOGIN_POLICY=takeover): their nodes close them with 4001. */
   | { type: "kick"; sessions: number[] }
-  /** New messages are waiting for these recipients; their nodes push them. */
-  | { type: "messages"; ids: number[]; recipients: number[] }
+  /** New messages, whole, from node `origin` (which delivered them to its own sockets already). */
+  | { type: "messages"; origin: string; items: Delivery[] }
+  /** New messages too large to carry whole: the recipients' nodes fetch them by id. */
+  | { type: "message.refs"; origin: string; ids: number[]; recipients: number[] }
   /** Two users became friends. */
   | { type: "friend"; user: number; friend: number }
   /** A user joined a group. */

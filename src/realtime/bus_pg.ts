@@ -83,6 +83,18 @@ export function split(event: BusEvent): string[] {
   const whole = JSON.stringify([event]);
   if (whole.length <= MAX_PAYLOAD) return [whole];
   if (event.type === "messages") {
+    if (event.items.length === 1) {
+      // One message too large to carry (up to 4000 characters, escaped): send its id instead.
+      const { message, recipients } = event.items[0];
+      return split({ type: "message.refs", origin: event.origin, ids: [message.id], recipients });
+    }
+    const half = event.items.length >> 1;
+    return [
+      ...split({ ...event, items: event.items.slice(0, half) }),
+      ...split({ ...event, items: event.items.slice(half) }),
+    ];
+  }
+  if (event.type === "message.refs") {
     // Every recipient may need any of the ids, so halve whichever list is longer.
     const [a, b] = event.ids.length >= event.recipients.length
       ? [

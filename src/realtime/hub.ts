@@ -5,7 +5,7 @@
 import type { Chat } from "../chat/chat.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
-import type { Bus, BusEvent } from "./bus.ts";
+import type { Bus, BusEvent, Delivery } from "./bus.ts";
 import type { Registry } from "./registry.ts";
 import { CLOSE } from "./socket.ts";
 
@@ -16,6 +16,8 @@ export interface HubOptions {
   log: Logger;
   presenceGraceMs: number;
   metrics: Metrics;
+  /** This node's id: messages it committed itself are delivered without the bus round trip. */
+  nodeId: string;
 }
 
 export class Hub {
@@ -27,6 +29,7 @@ export class Hub {
   constructor(options: HubOptions) {
     this.#o = options;
     options.bus.subscribe((event) => this.#handle(event));
+    options.chat.onDelivery((items) => this.#deliverItems(items));
     options.bus.onResync(() => {
       options.metrics.busResyncs.inc();
       this.#run("resync", () => this.catchUp());
@@ -38,6 +41,10 @@ export class Hub {
     this.#o.metrics.busEvents.inc({ type: event.type });
     switch (event.type) {
       case "messages":
+        if (event.origin !== this.#o.nodeId) this.#deliverItems(event.items);
+        return;
+      case "message.refs":
+        if (event.origin === this.#o.nodeId) return;
         return this.#run(event.type, () => this.#deliver(event.ids, event.recipients));
       case "presence":
         return this.#presence(event.user, event.online);
@@ -58,6 +65,25 @@ export class Hub {
     work().catch((error) => this.#o.log.warn("hub.failed", { kind, error: String(error) }));
   }
 
+  #deliverItems(items: Delivery[]): void {
+    if (this.#o.registry.sessions === 0) return;
+    for (const { message, recipients } of items) {
+      let observed = false;
+      for (const user of recipients) {
+        for (const socket of this.#o.registry.byUser(user)) {
+          if (!observed) {
+            this.#o.metrics.sendPushSeconds.observe(
+              Math.max(0, Date.now() - Date.parse(message.at)) / 1000,
+            );
+            observed = true;
+          }
+          socket.push(message);
+        }
+      }
+    }
+  }
+
+  /** Messages known by id only: fetched, for the recipients on this node that still wait for them. */
   async #deliver(ids: number[], recipients: number[]): Promise<void> {
     const local = recipients.filter((r) => this.#o.registry.byUser(r).size > 0);
     if (local.length === 0) return;

@@ -47,6 +47,8 @@ const BAD_FRAMES_PER_MIN = 50;
  * queued behind it on this socket.
  */
 const REQUEST_DEADLINE_MS = 8000;
+/** After the deadline, how long a request whose work is under way may still finish. */
+const DEADLINE_GRACE_MS = 1000;
 
 class DeadlineError extends ChatError {
   constructor() {
@@ -66,7 +68,10 @@ export class ChatSocket implements Peer {
   sessionId: number | null = null;
   #token: string | null = null;
   #closed = false;
+  /** Answers, in request order. */
   #queue: Promise<void> = Promise.resolve();
+  /** When the next request may start. */
+  #gate: Promise<void> = Promise.resolve();
   #authTimer: ReturnType<typeof setTimeout> | undefined;
   #badFrames: number[] = [];
   /** Set when the request running now passed its deadline and was answered `unavailable`. */
@@ -129,23 +134,38 @@ export class ChatSocket implements Peer {
       return;
     }
     const arrived = performance.now();
-    this.#inOrder(() => this.#run(request, ref, arrived));
+    // A request starts once the one before it has finished, except after a send, which only has
+    // to be handed to the outbox: sends pipeline into group commits. Answers still leave in the
+    // order the requests came in.
+    let submitted!: () => void;
+    const afterSubmit = new Promise<void>((resolve) => submitted = resolve);
+    const outcome = this.#gate.then(() => {
+      const running = this.#run(request, ref, arrived);
+      submitted();
+      return running;
+    });
+    this.#gate = request.type === "send" ? afterSubmit : outcome.then(() => {});
+    this.#inOrder(async () => {
+      const answer = await outcome;
+      if (answer) this.send(answer);
+      if (request.type === "logout" && answer?.type === "bye") {
+        this.close(CLOSE.logout, "Logged out");
+      }
+    });
   }
 
-  /**
-   * Runs `work` after everything this socket asked before: requests run one after the other, and
-   * every answer, error or not, goes out in the order the requests came in.
-   */
+  /** Puts `work` (sending an answer) after every answer of earlier requests. */
   #inOrder(work: () => void | Promise<void>): void {
     this.#queue = this.#queue.then(work);
   }
 
-  async #run(request: Request, ref: Ref | undefined, arrived: number): Promise<void> {
-    if (this.#closed) return;
+  /** Runs a request; resolves to the frame to answer with, never rejects. */
+  async #run(request: Request, ref: Ref | undefined, arrived: number): Promise<Reply | null> {
+    if (this.#closed) return null;
+    const withRef = (frame: Reply) => ({ ...frame, ...(ref !== undefined ? { ref } : {}) });
     try {
-      const reply = await this.#deadline(arrived, () => this.#dispatch(request, ref));
-      if (reply) this.send({ ...reply, ...(ref !== undefined ? { ref } : {}) });
-      if (request.type === "logout" && reply) this.close(CLOSE.logout, "Logged out");
+      const reply = await this.#deadline(arrived, (signal) => this.#dispatch(request, ref, signal));
+      return reply ? withRef(reply) : null;
     } catch (error) {
       const chatError = toChatError(error);
       if (request.type === "login") this.o.metrics.logins.inc({ result: chatError.code });
@@ -161,35 +181,48 @@ export class ChatSocket implements Peer {
       } else {
         this.#log.debug("ws.request_failed", { code: chatError.code, ref, type: request.type });
       }
-      this.#error(chatError, ref);
+      return this.#errorFrame(chatError, ref);
     }
   }
 
   /**
-   * `work`, or a DeadlineError once REQUEST_DEADLINE_MS pass. `work` may still finish later; a
-   * login that does checks `#gaveUp` and undoes its session.
+   * `start(signal)`, or a DeadlineError once REQUEST_DEADLINE_MS have passed since the request
+   * arrived. At the deadline `signal` aborts (a send not yet in a batch is then never stored) and
+   * the work gets a short grace to settle, so that a send whose commit was under way is answered
+   * truthfully. A login that finishes after giving up checks `#gaveUp` and undoes its session.
    */
-  async #deadline<T>(arrived: number, start: () => Promise<T> | T): Promise<T> {
-    // Counted from the request's arrival: time spent queued behind a slow request counts too.
+  async #deadline<T>(arrived: number, start: (signal: AbortSignal) => Promise<T> | T): Promise<T> {
     const left = REQUEST_DEADLINE_MS - (performance.now() - arrived);
     if (left <= 0) throw new DeadlineError();
-    const work = start();
+    const abort = new AbortController();
+    const work = start(abort.signal);
     if (!(work instanceof Promise)) return work;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        this.#gaveUp = true;
-        reject(new DeadlineError());
-      }, left);
-    });
-    try {
-      return await Promise.race([work, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    const expired = Symbol("expired");
+    const within = async (ms: number) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      try {
+        return await Promise.race([
+          work,
+          new Promise<typeof expired>((resolve) => timer = setTimeout(() => resolve(expired), ms)),
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    const first = await within(left);
+    if (first !== expired) return first;
+    abort.abort(new DeadlineError());
+    const late = await within(DEADLINE_GRACE_MS);
+    if (late !== expired) return late;
+    this.#gaveUp = true;
+    throw new DeadlineError();
   }
 
-  #dispatch(request: Request, ref: Ref | undefined): Promise<Reply | null> | Reply | null {
+  #dispatch(
+    request: Request,
+    ref: Ref | undefined,
+    signal: AbortSignal,
+  ): Promise<Reply | null> | Reply | null {
     if (request.type === "ping") return { type: "pong" };
     if (this.userId === null) {
       if (request.type === "register") return this.#register(request.name, request.password);
@@ -204,7 +237,7 @@ export class ChatSocket implements Peer {
         throw new ChatError("bad_frame", `Already logged in: "${request.type}" needs a new socket`);
       case "send": {
         const started = performance.now();
-        return chat.send(me, request.to, request.text, request.clientId).then((message) => {
+        return chat.send(me, request.to, request.text, request.clientId, signal).then((message) => {
           this.o.metrics.sendCommitSeconds.observe((performance.now() - started) / 1000);
           this.o.metrics.messagesSent.inc();
           return { type: "sent", message };
@@ -317,23 +350,32 @@ export class ChatSocket implements Peer {
    * or hostile.
    */
   #error(error: ChatError, ref: Ref | undefined) {
+    const frame = this.#errorFrame(error, ref);
+    if (frame) this.send(frame);
+  }
+
+  /**
+   * The answer to a failed request. Malformed requests (bad_json, bad_frame) are also counted:
+   * past 50 in a minute the socket is closed with 1008 instead, and there is no answer.
+   */
+  #errorFrame(error: ChatError, ref: Ref | undefined): Reply | null {
     if (error.code === "bad_json" || error.code === "bad_frame") {
       this.o.metrics.badFrames.inc({ code: error.code });
       const now = performance.now();
       this.#badFrames = this.#badFrames.filter((t) => now - t < 60_000);
       if (this.#badFrames.length >= BAD_FRAMES_PER_MIN) {
         this.close(CLOSE.policy, "Too many bad frames: fix the client");
-        return;
+        return null;
       }
       this.#badFrames.push(now);
     }
-    this.send({
+    return {
       type: "error",
       ...(ref !== undefined ? { ref } : {}),
       code: error.code,
       message: error.message,
       ...(error.retryAfterMs !== undefined ? { retryAfterMs: error.retryAfterMs } : {}),
-    });
+    };
   }
 
   #reject(error: FrameError) {

@@ -3,6 +3,7 @@
  * as `user_state` (see presence.ts).
  */
 import { type Querier, type Sql, transaction } from "../connect.ts";
+import { LOCK_NAMESPACE, MESSAGE_ORDER_KEY } from "../locks.ts";
 
 export interface FriendRow {
   id: number;
@@ -153,43 +154,138 @@ const MESSAGE_COLUMNS = (sql: Querier) =>
   sql`m.id, m.sender_id as "senderId", u.name as "senderName", m.recipient_id as "recipientId",
       m.group_id as "groupId", m.body as text, m.client_id as "clientId", m.created_at as at`;
 
+/** One message to store; `to` is already validated in shape, not yet against the tables. */
 export interface NewMessage {
   senderId: number;
-  recipientId: number | null;
-  groupId: number | null;
+  to: { user: number } | { group: number };
   text: string;
   clientId: string | null;
-  /** Who gets a waiting row: the recipient, or every member but the sender. */
-  recipients: number[];
 }
 
+export type Stored =
+  | { ok: true; row: MessageRow; created: boolean; recipients: number[] }
+  | { ok: false; reason: "no_user" | "no_group" | "not_member" };
+
 /**
- * Stores a message and one waiting row per recipient, in the caller's transaction. With a
- * `clientId` already used by this sender, stores nothing and returns the first message, with
- * `created: false`.
+ * Stores a batch of messages in the caller's transaction, in a fixed number of statements
+ * whatever the batch size: targets checked, ids drawn, messages and one waiting row per recipient
+ * inserted. Each message gets its own outcome. A message whose (sender, clientId) is already
+ * stored is not stored again: its outcome is the first message, with `created: false`.
+ *
+ * Ids are drawn under a transaction-level advisory lock that is held until commit, so on every
+ * node ids are drawn in commit order, and a conversation's ids grow with commit order.
  */
-export async function insertMessage(
-  tx: Querier,
-  m: NewMessage,
-): Promise<{ row: MessageRow; created: boolean }> {
-  const [inserted] = await tx<{ id: number }[]>`
-    insert into messages (sender_id, recipient_id, group_id, body, client_id)
-    values (${m.senderId}, ${m.recipientId}, ${m.groupId}, ${m.text}, ${m.clientId})
-    on conflict (sender_id, client_id) do nothing
-    returning id`;
-  if (inserted) {
-    if (m.recipients.length > 0) {
-      await tx`
-        insert into waiting_messages (user_id, message_id)
-        select r, ${inserted.id} from unnest(${m.recipients}::bigint[]) as r`;
+export async function storeMessages(tx: Querier, batch: readonly NewMessage[]): Promise<Stored[]> {
+  await tx`select pg_advisory_xact_lock(${LOCK_NAMESPACE}::int, ${MESSAGE_ORDER_KEY}::int)`;
+  const userIds = [
+    ...new Set(batch.flatMap((m) => ["user" in m.to ? [m.to.user] : [], m.senderId].flat())),
+  ];
+  const groupIds = [...new Set(batch.flatMap((m) => "group" in m.to ? [m.to.group] : []))];
+  const names = new Map(
+    (await tx<
+      { id: number; name: string }[]
+    >`select id, name from users where id = any(${userIds}::bigint[])`)
+      .map((u) => [u.id, u.name]),
+  );
+  const members = new Map<number, number[]>();
+  if (groupIds.length > 0) {
+    for (
+      const g of await tx<
+        { id: number }[]
+      >`select id from groups where id = any(${groupIds}::bigint[])`
+    ) {
+      members.set(g.id, []);
     }
-    const [row] = await messagesByIds(tx, [inserted.id]);
-    return { row, created: true };
+    for (
+      const m of await tx<{ groupId: number; userId: number }[]>`
+        select group_id as "groupId", user_id as "userId"
+          from group_members where group_id = any(${groupIds}::bigint[])`
+    ) members.get(m.groupId)?.push(m.userId);
   }
-  const [row] = await tx<MessageRow[]>`
-    select ${MESSAGE_COLUMNS(tx)} from messages m join users u on u.id = m.sender_id
-     where m.sender_id = ${m.senderId} and m.client_id = ${m.clientId}`;
-  return { row, created: false };
+
+  const outcomes: (Stored | { recipients: number[] })[] = batch.map((m) => {
+    if ("user" in m.to) {
+      return names.has(m.to.user) ? { recipients: [m.to.user] } : { ok: false, reason: "no_user" };
+    }
+    const group = members.get(m.to.group);
+    if (!group) return { ok: false, reason: "no_group" };
+    if (!group.includes(m.senderId)) return { ok: false, reason: "not_member" };
+    return { recipients: group.filter((u) => u !== m.senderId) };
+  });
+  const valid = batch.map((m, i) => ({
+    m,
+    i,
+    recipients: (outcomes[i] as { recipients?: number[] }).recipients,
+  }))
+    .filter((v): v is { m: NewMessage; i: number; recipients: number[] } =>
+      v.recipients !== undefined
+    );
+  if (valid.length === 0) return outcomes as Stored[];
+
+  const ids = (await tx<{ id: number }[]>`
+    select nextval(pg_get_serial_sequence('messages', 'id')) as id
+      from generate_series(1, ${valid.length})`).map((r) => r.id).sort((x, y) => x - y);
+  const inserted = await tx<{ id: number; at: Date }[]>`
+    insert into messages (id, sender_id, recipient_id, group_id, body, client_id)
+    overriding system value
+    select * from unnest(
+      ${ids}::bigint[],
+      ${valid.map((v) => v.m.senderId)}::bigint[],
+      ${valid.map((v) => "user" in v.m.to ? v.m.to.user : null)}::bigint[],
+      ${valid.map((v) => "group" in v.m.to ? v.m.to.group : null)}::bigint[],
+      ${valid.map((v) => v.m.text)}::text[],
+      ${valid.map((v) => v.m.clientId)}::text[])
+    on conflict (sender_id, client_id) do nothing
+    returning id, created_at as at`;
+  const insertedAt = new Map(inserted.map((r) => [r.id, r.at]));
+
+  const waitingUsers: number[] = [];
+  const waitingIds: number[] = [];
+  const retried: typeof valid = [];
+  valid.forEach((v, k) => {
+    const at = insertedAt.get(ids[k]);
+    if (!at) {
+      retried.push(v);
+      return;
+    }
+    const m = v.m;
+    const row: MessageRow = {
+      id: ids[k],
+      senderId: m.senderId,
+      senderName: names.get(m.senderId)!,
+      recipientId: "user" in m.to ? m.to.user : null,
+      groupId: "group" in m.to ? m.to.group : null,
+      text: m.text,
+      clientId: m.clientId,
+      at,
+    };
+    outcomes[v.i] = { ok: true, row, created: true, recipients: v.recipients };
+    for (const user of v.recipients) {
+      waitingUsers.push(user);
+      waitingIds.push(ids[k]);
+    }
+  });
+  if (waitingIds.length > 0) {
+    await tx`
+      insert into waiting_messages (user_id, message_id)
+      select * from unnest(${waitingUsers}::bigint[], ${waitingIds}::bigint[])`;
+  }
+  if (retried.length > 0) {
+    // A retry of a clientId already stored: its outcome is the message stored first.
+    const firsts = await tx<MessageRow[]>`
+      select ${MESSAGE_COLUMNS(tx)}
+        from unnest(${retried.map((v) => v.m.senderId)}::bigint[], ${
+      retried.map((v) => v.m.clientId)
+    }::text[])
+             as k(sender_id, client_id)
+        join messages m on m.sender_id = k.sender_id and m.client_id = k.client_id
+        join users u on u.id = m.sender_id`;
+    for (const v of retried) {
+      const row = firsts.find((r) => r.senderId === v.m.senderId && r.clientId === v.m.clientId)!;
+      outcomes[v.i] = { ok: true, row, created: false, recipients: v.recipients };
+    }
+  }
+  return outcomes as Stored[];
 }
 
 export async function messagesByIds(sql: Querier, ids: readonly number[]): Promise<MessageRow[]> {

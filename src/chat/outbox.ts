@@ -1,0 +1,75 @@
+/**
+ * @module Group commit for sends. A commit per message caps a node at the database's commit rate;
+ * here messages that arrive while a commit is in flight wait for the next one and go in together,
+ * so under load one transaction stores hundreds, while a lone message still commits at once.
+ */
+import { type Sql, transaction } from "../db/connect.ts";
+import { type NewMessage, type Stored, storeMessages } from "../db/queries/chat.ts";
+
+interface Pending {
+  message: NewMessage;
+  signal?: AbortSignal;
+  resolve: (stored: Stored) => void;
+  reject: (error: unknown) => void;
+}
+
+/** Most messages one transaction takes; more wait for the next. */
+const MAX_BATCH = 500;
+
+export class Outbox {
+  #queue: Pending[] = [];
+  #flushing = false;
+
+  /**
+   * `committed` runs once per committed batch, with the messages it stored for the first time, in
+   * id order: the place to tell recipients.
+   */
+  constructor(
+    private readonly sql: Sql,
+    private readonly committed: (stored: Extract<Stored, { ok: true }>[]) => void,
+  ) {}
+
+  /**
+   * Resolves once the message's transaction has committed (or refused it). A message whose
+   * `signal` aborted before its batch began is not stored and rejects with the signal's reason.
+   */
+  store(message: NewMessage, signal?: AbortSignal): Promise<Stored> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ message, signal, resolve, reject });
+      if (!this.#flushing) void this.#flush();
+    });
+  }
+
+  async #flush(): Promise<void> {
+    this.#flushing = true;
+    try {
+      while (this.#queue.length > 0) {
+        const batch = this.#queue.splice(0, MAX_BATCH).filter((p) => {
+          if (!p.signal?.aborted) return true;
+          p.reject(p.signal.reason);
+          return false;
+        });
+        if (batch.length === 0) continue;
+        let stored: Stored[];
+        try {
+          stored = await transaction(
+            this.sql,
+            (tx) => storeMessages(tx, batch.map((p) => p.message)),
+          );
+        } catch (error) {
+          for (const p of batch) p.reject(error);
+          continue;
+        }
+        batch.forEach((p, i) => p.resolve(stored[i]));
+        const fresh = stored.filter((s): s is Extract<Stored, { ok: true }> => s.ok && s.created);
+        try {
+          if (fresh.length > 0) this.committed(fresh);
+        } catch {
+          // Telling recipients is best effort: what is committed waits for them in any case.
+        }
+      }
+    } finally {
+      this.#flushing = false;
+    }
+  }
+}
