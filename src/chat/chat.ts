@@ -9,6 +9,7 @@ import * as presence from "../db/queries/presence.ts";
 import type { Logger } from "../log.ts";
 import type { Bus, Delivery } from "../realtime/bus.ts";
 import { Outbox } from "./outbox.ts";
+import { AckBatcher } from "./acks.ts";
 import { type Accounts, validate } from "./accounts.ts";
 import { ChatError } from "./errors.ts";
 import type { SlidingWindow } from "./throttle.ts";
@@ -84,12 +85,14 @@ export class Chat {
   readonly #log: Logger;
   readonly #loginFailures: SlidingWindow;
   readonly #outbox: Outbox;
+  readonly #acks: AckBatcher;
   readonly #deliveryHandlers: ((items: Delivery[]) => void)[] = [];
   readonly #registrations: SlidingWindow;
 
   constructor(options: ChatOptions) {
     this.#loginFailures = options.loginFailures;
     this.#outbox = new Outbox(options.sql, (stored) => this.#committed(stored));
+    this.#acks = new AckBatcher(options.sql);
     this.#registrations = options.registrations;
     this.#sql = options.sql;
     this.#bus = options.bus;
@@ -271,7 +274,7 @@ export class Chat {
   }
 
   async ack(userId: number, ids: readonly number[]): Promise<void> {
-    await q.deleteWaiting(this.#sql, userId, ids);
+    await this.#acks.ack(userId, [...new Set(ids)]);
   }
 
   /** Messages waiting for `userId`, oldest first, a page at a time. */

@@ -60,9 +60,9 @@ export class PgBus implements Bus {
   }
 
   async publish(event: BusEvent): Promise<void> {
-    for (const payload of split(event)) {
-      await this.sql`select pg_notify(${CHANNEL}, ${payload})`;
-    }
+    // All parts in one statement, one round trip; PostgreSQL delivers them in this order.
+    const payloads = split(event);
+    await this.sql`select pg_notify(${CHANNEL}, p) from unnest(${payloads}::text[]) as p`;
   }
 
   subscribe(handler: BusHandler): void {

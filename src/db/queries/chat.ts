@@ -3,7 +3,7 @@
  * as `user_state` (see presence.ts).
  */
 import { type Querier, type Sql, transaction } from "../connect.ts";
-import { LOCK_NAMESPACE, MESSAGE_ORDER_KEY } from "../locks.ts";
+import { CONVERSATION_NAMESPACE, conversationLockKey } from "../locks.ts";
 
 export interface FriendRow {
   id: number;
@@ -162,6 +162,13 @@ export interface NewMessage {
   clientId: string | null;
 }
 
+/** The advisory lock key of a message's conversation. */
+function conversationKey(m: NewMessage): number {
+  return "group" in m.to ? conversationLockKey(`g:${m.to.group}`) : conversationLockKey(
+    `u:${Math.min(m.senderId, m.to.user)}:${Math.max(m.senderId, m.to.user)}`,
+  );
+}
+
 export type Stored =
   | { ok: true; row: MessageRow; created: boolean; recipients: number[] }
   | { ok: false; reason: "no_user" | "no_group" | "not_member" };
@@ -172,11 +179,17 @@ export type Stored =
  * inserted. Each message gets its own outcome. A message whose (sender, clientId) is already
  * stored is not stored again: its outcome is the first message, with `created: false`.
  *
- * Ids are drawn under a transaction-level advisory lock that is held until commit, so on every
- * node ids are drawn in commit order, and a conversation's ids grow with commit order.
+ * Ids are drawn while the batch holds a transaction-level advisory lock on each of its
+ * conversations until commit, so two batches sharing a conversation commit in the order they drew
+ * its ids, on one node or several: a conversation's ids grow with commit order. The locks are
+ * taken in ascending order in one statement, so batches never wait on each other in a cycle.
  */
 export async function storeMessages(tx: Querier, batch: readonly NewMessage[]): Promise<Stored[]> {
-  await tx`select pg_advisory_xact_lock(${LOCK_NAMESPACE}::int, ${MESSAGE_ORDER_KEY}::int)`;
+  const conversations = [...new Set(batch.map(conversationKey))].sort((x, y) => x - y);
+  await tx`
+    select pg_advisory_xact_lock(${CONVERSATION_NAMESPACE}::int, k)
+      from unnest(${conversations}::int[]) with ordinality as c(k, n)
+     order by n`;
   const userIds = [
     ...new Set(batch.flatMap((m) => ["user" in m.to ? [m.to.user] : [], m.senderId].flat())),
   ];
@@ -332,6 +345,19 @@ export async function waitingFor(
        order by w.message_id
        limit ${limit}`,
   ];
+}
+
+/** Deletes the waiting rows of many (user, message) pairs in one statement. */
+export async function deleteWaitingPairs(
+  sql: Querier,
+  users: readonly number[],
+  messages: readonly number[],
+): Promise<void> {
+  if (users.length === 0) return;
+  await sql`
+    delete from waiting_messages w
+     using unnest(${users as number[]}::bigint[], ${messages as number[]}::bigint[]) as a(user_id, message_id)
+     where w.user_id = a.user_id and w.message_id = a.message_id`;
 }
 
 export async function deleteWaiting(sql: Querier, userId: number, ids: readonly number[]) {
