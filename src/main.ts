@@ -85,7 +85,7 @@ async function serve(config: Config, log: Logger): Promise<void> {
   const node = identity(config);
   const lockSql = db.dedicated("lock");
   const bus: Bus = db.kind === "server"
-    ? await PgBus.start(db.sql, db.dedicated("listen")!, log)
+    ? await PgBus.start(db.sql, db.dedicated("listen")!, log, node.id)
     : new MemoryBus();
   const accounts = new Accounts(db.sql, config.tokenTtlMs);
   const chat = new Chat({

@@ -20,14 +20,15 @@ export class PgBus implements Bus {
     private readonly sql: Sql,
     private readonly listenSql: Sql,
     private readonly log: Logger,
+    private readonly nodeId: string,
   ) {}
 
   /**
    * Starts listening. `sql` publishes; `listenSql` is a client of its own, since postgres.js keeps
    * LISTEN on a dedicated connection and re-listens after it reconnects.
    */
-  static async start(sql: Sql, listenSql: Sql, log: Logger): Promise<PgBus> {
-    const bus = new PgBus(sql, listenSql, log);
+  static async start(sql: Sql, listenSql: Sql, log: Logger, nodeId: string): Promise<PgBus> {
+    const bus = new PgBus(sql, listenSql, log, nodeId);
     const meta = await listenSql.listen(
       CHANNEL,
       (payload) => bus.#deliver(payload),
@@ -47,6 +48,13 @@ export class PgBus implements Bus {
   }
 
   #deliver(payload: string) {
+    // New messages this node committed were delivered to its own sockets already: skip its own
+    // message payloads unread, by their prefix, rather than parse them to find that out.
+    if (payload.startsWith("m:")) {
+      const bar = payload.indexOf("|");
+      if (payload.slice(2, bar) === this.nodeId) return;
+      payload = payload.slice(bar + 1);
+    }
     let events: BusEvent[];
     try {
       events = JSON.parse(payload);
@@ -79,21 +87,18 @@ export class PgBus implements Bus {
 }
 
 /** One event as payloads under NOTIFY's limit: id lists too long for one are cut into several. */
+const encoder = new TextEncoder();
+const bytes = (text: string) => encoder.encode(text).length;
+
+/**
+ * One event as payloads under NOTIFY's limit, counted in bytes. Messages are packed whole, as many
+ * to a payload as fit, each serialised once; one too large alone goes by id. Id lists too long for
+ * one payload are cut in halves.
+ */
 export function split(event: BusEvent): string[] {
+  if (event.type === "messages") return packMessages(event);
   const whole = JSON.stringify([event]);
-  if (whole.length <= MAX_PAYLOAD) return [whole];
-  if (event.type === "messages") {
-    if (event.items.length === 1) {
-      // One message too large to carry (up to 4000 characters, escaped): send its id instead.
-      const { message, recipients } = event.items[0];
-      return split({ type: "message.refs", origin: event.origin, ids: [message.id], recipients });
-    }
-    const half = event.items.length >> 1;
-    return [
-      ...split({ ...event, items: event.items.slice(0, half) }),
-      ...split({ ...event, items: event.items.slice(half) }),
-    ];
-  }
+  if (bytes(whole) + PREFIX_ROOM <= MAX_PAYLOAD) return [whole];
   if (event.type === "message.refs") {
     // Every recipient may need any of the ids, so halve whichever list is longer.
     const [a, b] = event.ids.length >= event.recipients.length
@@ -115,4 +120,41 @@ export function split(event: BusEvent): string[] {
     ];
   }
   throw new Error(`Bus event "${event.type}" does not fit in one notification`);
+}
+
+/** Room kept for the `m:<origin>|` prefix of message payloads (NODE_ID is at most 64 bytes). */
+const PREFIX_ROOM = 70;
+
+function packMessages(event: Extract<BusEvent, { type: "messages" }>): string[] {
+  const head = `m:${event.origin}|[{"type":"messages","origin":${
+    JSON.stringify(event.origin)
+  },"items":[`;
+  const tail = "]}]";
+  const payloads: string[] = [];
+  let parts: string[] = [];
+  let size = bytes(head) + tail.length;
+  const flush = () => {
+    if (parts.length > 0) payloads.push(head + parts.join(",") + tail);
+    parts = [];
+    size = bytes(head) + tail.length;
+  };
+  for (const item of event.items) {
+    const json = JSON.stringify(item);
+    const n = bytes(json) + 1;
+    if (bytes(head) + tail.length + n > MAX_PAYLOAD) {
+      // Up to 4000 characters of text, escaped, may not fit alone: send the id instead.
+      payloads.push(...split({
+        type: "message.refs",
+        origin: event.origin,
+        ids: [item.message.id],
+        recipients: item.recipients,
+      }));
+      continue;
+    }
+    if (size + n > MAX_PAYLOAD) flush();
+    parts.push(json);
+    size += n;
+  }
+  flush();
+  return payloads;
 }
