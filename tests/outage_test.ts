@@ -211,3 +211,45 @@ Deno.test({
   ignore: !Deno.env.get("PARLEY_TEST_PG_DATADIR"),
   fn: () => outage("restart"),
 });
+
+Deno.test("outage: after 5 s with the database down (connections refused), the bus listens again", async () => {
+  await withWorld("outage_listen", async ({ start, databaseUrl }) => {
+    const url = new URL(databaseUrl);
+    const proxy = TcpProxy.start({ hostname: url.hostname, port: Number(url.port || 5432) });
+    try {
+      const env = { HEARTBEAT_MS: "500", DATABASE_URL: proxy.wrap(databaseUrl) };
+      const [a, b] = [await start({ nodeId: "lis-a", env }), await start({ nodeId: "lis-b", env })];
+      const recipient = await loggedIn(a.wsUrl);
+      const sender = await loggedIn(b.wsUrl);
+      // The database goes away altogether for 5 s (connections refused, as while it restarts): every
+      // connection, LISTEN's included, must be made again once it is back, and live delivery
+      // across nodes resume.
+      proxy.set("down");
+      await new Promise((r) => setTimeout(r, 5000));
+      proxy.set("pass");
+      const restoredAt = Date.now();
+      await eventually(
+        async () => {
+          const text = `after ${Date.now()}`;
+          const r = await sender.client.request({
+            type: "send",
+            to: { user: recipient.user.id },
+            text,
+          });
+          if (r.type !== "sent") return false;
+          return await recipient.client.next(
+            (f) => f.type === "message" && (f.message as { text: string }).text === text,
+            1000,
+          )
+            .then(() => true, () => false);
+        },
+        15_000,
+        "live delivery to node A",
+      );
+      console.log(JSON.stringify({ listenBackMs: Date.now() - restoredAt }));
+      await Promise.all([recipient.client.close(), sender.client.close()]);
+    } finally {
+      await proxy.close();
+    }
+  });
+});

@@ -1,10 +1,11 @@
 /**
  * @module A TCP proxy between the servers under test and PostgreSQL that can fail on command:
- * refuse new connections, blackhole (accept and forward nothing), or reset every open connection.
+ * refuse new connections, blackhole (accept and forward nothing), reset every open connection, or
+ * go down altogether (nothing listens: connection refused, as while PostgreSQL restarts).
  * It works in front of any of the fixture's database providers.
  */
 
-export type ProxyMode = "pass" | "refuse" | "blackhole";
+export type ProxyMode = "pass" | "refuse" | "blackhole" | "down";
 
 interface Pair {
   client: Deno.TcpConn;
@@ -49,7 +50,16 @@ export class TcpProxy {
    * as on a network path that stops answering, and flow again when the mode returns to "pass".
    */
   set(mode: ProxyMode): void {
+    const wasDown = this.#mode === "down";
     this.#mode = mode;
+    if (mode === "down" && !wasDown) {
+      this.#listener.close();
+      this.resetAll();
+    } else if (wasDown && mode !== "down") {
+      this.#listener = Deno.listen({ hostname: "127.0.0.1", port: this.port });
+      const before = this.#accepting;
+      this.#accepting = before.then(() => this.#accept());
+    }
     if (mode === "pass") {
       this.#resume();
       this.#held = new Promise((resolve) => this.#resume = resolve);
@@ -65,7 +75,8 @@ export class TcpProxy {
   }
 
   async #accept() {
-    for await (const client of this.#listener) {
+    const listener = this.#listener;
+    for await (const client of listener) {
       if (this.#mode === "refuse") {
         client.close();
         continue;
@@ -122,6 +133,7 @@ export class TcpProxy {
   async close(): Promise<void> {
     this.set("pass");
     this.#listener.close();
+    await this.#accepting.catch(() => {});
     this.resetAll();
     await this.#accepting.catch(() => {});
     await Promise.allSettled([...this.#pumps]);
