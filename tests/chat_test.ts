@@ -5,6 +5,7 @@
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { Client, eventually, type Frame, loggedIn } from "./support/client.ts";
 import { stateOf, withWorld } from "./support/fixture.ts";
+import { SilentPeer } from "./support/raw_ws.ts";
 
 type Msg = {
   id: number;
@@ -551,5 +552,48 @@ Deno.test("bus: a node whose LISTEN connection was cut catches up from the table
     await sender.client.request({ type: "send", to: { user: recipient.user.id }, text: "after" });
     await recipient.client.next(isMessage("after"));
     await Promise.all([recipient.client.close(), sender.client.close()]);
+  });
+});
+
+Deno.test("back-pressure: a socket that stops reading is closed; its messages stay waiting", async () => {
+  await withWorld("chat_backpressure", async ({ start, sql }) => {
+    const server = await start({
+      env: { RATE_LIMIT_PER_SEC: "100000", RATE_LIMIT_BURST: "100000" },
+    });
+    const slow = await loggedIn(server.wsUrl);
+    await slow.client.close();
+    const peer = await SilentPeer.connect(server.port);
+    try {
+      await peer.send({ type: "login", token: slow.token });
+      await peer.readUntil((s) => s.includes('"welcome"'));
+      // From here on the peer reads nothing: its unsent data piles up on the server.
+      const sender = await loggedIn(server.wsUrl);
+      const text = "x".repeat(4000);
+      const count = 2500; // about 10 MB of pushes, beyond the kernel's buffers and the 4 MiB bound
+      const sent = await Promise.all(
+        Array.from(
+          { length: count },
+          (_, i) =>
+            sender.client.request({
+              type: "send",
+              to: { user: slow.user.id },
+              text,
+              clientId: `bp${i}`,
+            }, 60_000),
+        ),
+      );
+      assertEquals(sent.filter((r) => r.type === "sent").length, count);
+      await eventually(
+        async () => await stateOf(sql, slow.user.id) === "offline",
+        20_000,
+        "slow socket closed",
+      );
+      const [{ n }] = await sql<{ n: number }[]>`
+        select count(*) as n from waiting_messages where user_id = ${slow.user.id}`;
+      assertEquals(n, count);
+      await sender.client.close();
+    } finally {
+      peer.close();
+    }
   });
 });

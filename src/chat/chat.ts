@@ -39,8 +39,11 @@ export type Credentials = { name: string; password: string } | { id: number; pas
 
 export interface LoggedIn {
   user: User;
-  /** The token to resume with: a new one after a password login, the same after a token login. */
-  token: string;
+  /**
+   * The token to resume with: a new one after a password login, the same after a token login;
+   * null for transports that cannot resume (the course protocol).
+   */
+  token: string | null;
   sessionId: number;
 }
 
@@ -172,9 +175,12 @@ export class Chat {
       this.#tell({ type: "kick", sessions: opened.replaced.map((r) => r.id) });
     }
     if (opened.cameOnline) this.#tell({ type: "presence", user: user.id, online: true });
+    // Only WebSocket clients can resume with a token; a course client over TCP cannot use one.
     const token = "token" in credentials
       ? credentials.token
-      : await this.accounts.issueToken(user.id);
+      : transport === "ws"
+      ? await this.accounts.issueToken(user.id)
+      : null;
     return { user, token, sessionId: opened.sessionId };
   }
 

@@ -305,7 +305,7 @@ export class CourseConnection implements Peer {
       if (e.code === "internal") throw error;
       return;
     }
-    const { user, token, sessionId } = opened;
+    const { user, sessionId } = opened;
     this.#o.metrics?.logins.inc({ result: "ok" });
     if (this.#closing) {
       // The connection went away while the login ran: undo the session it would have held.
@@ -324,8 +324,6 @@ export class CourseConnection implements Peer {
     this.#log.info("session.opened", { user: user.id, session: sessionId });
     let overview: Awaited<ReturnType<Chat["overview"]>>;
     try {
-      // A course client cannot resume by token; the one login issued is of no use to anyone.
-      await chat.accounts.revokeToken(token);
       overview = await chat.overview(user.id);
     } catch (error) {
       await this.#logout("login failed");

@@ -333,8 +333,14 @@ export class ChatSocket implements Peer {
   send(frame: Record<string, unknown>): void {
     if (this.#closed) return;
     if (this.socket.bufferedAmount > this.o.maxBufferedBytes) {
-      // Its unacknowledged messages stay waiting for its next login.
+      // Its unacknowledged messages stay waiting for its next login. A peer that reads nothing
+      // will not read the close frame either, so its session ends now, not at the close event.
+      this.#log.warn("ws.too_slow", {
+        user: this.userId ?? undefined,
+        buffered: this.socket.bufferedAmount,
+      });
       this.close(CLOSE.policy, "Reading too slowly: reconnect and read faster");
+      void this.closedByPeer();
       return;
     }
     try {
