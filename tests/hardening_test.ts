@@ -228,14 +228,15 @@ Deno.test("metrics: /metrics is Prometheus text with the node's counters, gauges
     assertEquals(samples.get("parley_sessions"), 2);
     assertEquals(samples.get("parley_waiting_messages"), 1);
     assertEquals(samples.get("parley_draining"), 0);
-    // The node's own notification of the message comes back through PostgreSQL a moment later.
+    // The logins' presence events come back through PostgreSQL; a node skips only its own
+    // message payloads, having delivered those messages itself.
     await eventually(
       async () => {
         const again = parsePrometheus(await fetch(`${server.url}/metrics`).then((r) => r.text()));
-        return (again.get('parley_bus_events_total{type="messages"}') ?? 0) >= 1;
+        return (again.get('parley_bus_events_total{type="presence"}') ?? 0) >= 2;
       },
       5000,
-      "the bus event counted",
+      "the logins' presence events counted",
     );
     assert((samples.get("parley_heartbeat_age_seconds") ?? 99) < 5);
     await Promise.all([a.client.close(), b.client.close()]);
