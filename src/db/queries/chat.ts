@@ -145,11 +145,6 @@ export async function groups(
   return gs.map((g) => ({ ...g, members: byGroup.get(g.id)! }));
 }
 
-export async function groupMemberIds(sql: Querier, groupId: number): Promise<number[]> {
-  return (await sql<{ user_id: number }[]>`
-    select user_id from group_members where group_id = ${groupId}`).map((r) => r.user_id);
-}
-
 const MESSAGE_COLUMNS = (sql: Querier) =>
   sql`m.id, m.sender_id as "senderId", u.name as "senderName", m.recipient_id as "recipientId",
       m.group_id as "groupId", m.body as text, m.client_id as "clientId", m.created_at as at`;
@@ -301,15 +296,6 @@ export async function storeMessages(tx: Querier, batch: readonly NewMessage[]): 
   return outcomes as Stored[];
 }
 
-export async function messagesByIds(sql: Querier, ids: readonly number[]): Promise<MessageRow[]> {
-  return [
-    ...await sql<MessageRow[]>`
-      select ${MESSAGE_COLUMNS(sql)} from messages m join users u on u.id = m.sender_id
-       where m.id = any(${ids as number[]}::bigint[])
-       order by m.id`,
-  ];
-}
-
 /** Of messages `ids`, those still waiting for each of `users`, as (user, message) pairs. */
 export async function waitingAmong(
   sql: Querier,
@@ -358,13 +344,6 @@ export async function deleteWaitingPairs(
     delete from waiting_messages w
      using unnest(${users as number[]}::bigint[], ${messages as number[]}::bigint[]) as a(user_id, message_id)
      where w.user_id = a.user_id and w.message_id = a.message_id`;
-}
-
-export async function deleteWaiting(sql: Querier, userId: number, ids: readonly number[]) {
-  if (ids.length === 0) return;
-  await sql`
-    delete from waiting_messages
-     where user_id = ${userId} and message_id = any(${ids as number[]}::bigint[])`;
 }
 
 export async function countWaiting(sql: Querier): Promise<number> {
