@@ -333,3 +333,23 @@ Deno.test("presence: a restart ends the lingering connection of its dead predece
     await client.close();
   });
 });
+
+Deno.test("healthcheck exits 0 while the node is healthy, 1 while it drains or is gone", async () => {
+  await withWorld("presence_healthcheck", async ({ start }) => {
+    const server = await start({ env: { SHUTDOWN_TIMEOUT_MS: "6000" } });
+    const env = { PORT: String(server.port), HOST: "127.0.0.1" };
+    const healthy = await runMain(["healthcheck"], env);
+    assertEquals(healthy.code, 0, healthy.stderr);
+    // A peer that never answers the close handshake keeps the drain going while we ask.
+    const peer = await SilentPeer.connect(server.port);
+    try {
+      server.kill("SIGTERM");
+      await server.waitForLog((l) => l.event === "node.draining");
+      assertEquals((await runMain(["healthcheck"], env)).code, 1);
+      await server.exited();
+    } finally {
+      peer.close();
+    }
+    assertEquals((await runMain(["healthcheck"], env)).code, 1);
+  });
+});
