@@ -123,7 +123,13 @@ export class ChatSocket implements Peer {
     try {
       decoded = decodeFrame(data);
     } catch (error) {
-      this.#inOrder(() => this.#reject(error as FrameError));
+      // decodeFrame throws FrameError; anything else (a parser giving up on a pathological frame)
+      // is a bad frame all the same.
+      const frameError = error instanceof FrameError ? error : new FrameError(
+        "bad_frame",
+        "The frame could not be read: send one JSON object per frame",
+      );
+      this.#inOrder(() => this.#reject(frameError));
       return;
     }
     const { ref, request } = decoded;
