@@ -181,35 +181,33 @@ export type Stored =
  */
 export async function storeMessages(tx: Querier, batch: readonly NewMessage[]): Promise<Stored[]> {
   const conversations = [...new Set(batch.map(conversationKey))].sort((x, y) => x - y);
-  await tx`
-    select pg_advisory_xact_lock(${CONVERSATION_NAMESPACE}::int, k)
-      from unnest(${conversations}::int[]) with ordinality as c(k, n)
-     order by n`;
   const userIds = [
     ...new Set(batch.flatMap((m) => ["user" in m.to ? [m.to.user] : [], m.senderId].flat())),
   ];
   const groupIds = [...new Set(batch.flatMap((m) => "group" in m.to ? [m.to.group] : []))];
-  const names = new Map(
-    (await tx<
+  // These do not depend on each other's results, so they go out together (postgres.js pipelines
+  // them on the transaction's connection) and the server runs them in this order: the
+  // conversation locks first, then the ids are drawn under them.
+  const [, users, groups, memberRows, idRows] = await Promise.all([
+    tx`
+      select pg_advisory_xact_lock(${CONVERSATION_NAMESPACE}::int, k)
+        from unnest(${conversations}::int[]) with ordinality as c(k, n)
+       order by n`,
+    tx<
       { id: number; name: string }[]
-    >`select id, name from users where id = any(${userIds}::bigint[])`)
-      .map((u) => [u.id, u.name]),
-  );
-  const members = new Map<number, number[]>();
-  if (groupIds.length > 0) {
-    for (
-      const g of await tx<
-        { id: number }[]
-      >`select id from groups where id = any(${groupIds}::bigint[])`
-    ) {
-      members.set(g.id, []);
-    }
-    for (
-      const m of await tx<{ groupId: number; userId: number }[]>`
-        select group_id as "groupId", user_id as "userId"
-          from group_members where group_id = any(${groupIds}::bigint[])`
-    ) members.get(m.groupId)?.push(m.userId);
-  }
+    >`select id, name from users where id = any(${userIds}::bigint[])`,
+    tx<{ id: number }[]>`select id from groups where id = any(${groupIds}::bigint[])`,
+    tx<{ groupId: number; userId: number }[]>`
+      select group_id as "groupId", user_id as "userId"
+        from group_members where group_id = any(${groupIds}::bigint[])`,
+    tx<{ id: number }[]>`
+      select nextval(pg_get_serial_sequence('messages', 'id')) as id
+        from generate_series(1, ${batch.length})`,
+  ]);
+  const names = new Map(users.map((u) => [u.id, u.name]));
+  const members = new Map<number, number[]>(groups.map((g) => [g.id, []]));
+  for (const m of memberRows) members.get(m.groupId)?.push(m.userId);
+  const ids = idRows.map((r) => r.id).sort((x, y) => x - y);
 
   const outcomes: (Stored | { recipients: number[] })[] = batch.map((m) => {
     if ("user" in m.to) {
@@ -230,25 +228,37 @@ export async function storeMessages(tx: Querier, batch: readonly NewMessage[]): 
     );
   if (valid.length === 0) return outcomes as Stored[];
 
-  const ids = (await tx<{ id: number }[]>`
-    select nextval(pg_get_serial_sequence('messages', 'id')) as id
-      from generate_series(1, ${valid.length})`).map((r) => r.id).sort((x, y) => x - y);
-  const inserted = await tx<{ id: number; at: Date }[]>`
-    insert into messages (id, sender_id, recipient_id, group_id, body, client_id)
-    overriding system value
-    select * from unnest(
-      ${ids}::bigint[],
-      ${valid.map((v) => v.m.senderId)}::bigint[],
-      ${valid.map((v) => "user" in v.m.to ? v.m.to.user : null)}::bigint[],
-      ${valid.map((v) => "group" in v.m.to ? v.m.to.group : null)}::bigint[],
-      ${valid.map((v) => v.m.text)}::text[],
-      ${valid.map((v) => v.m.clientId)}::text[])
-    on conflict (sender_id, client_id) do nothing
-    returning id, created_at as at`;
-  const insertedAt = new Map(inserted.map((r) => [r.id, r.at]));
-
+  // One statement stores the messages and, for those not already stored under their clientId,
+  // their waiting rows: the waiting rows join on what the insert returned.
   const waitingUsers: number[] = [];
   const waitingIds: number[] = [];
+  valid.forEach((v, k) => {
+    for (const user of v.recipients) {
+      waitingUsers.push(user);
+      waitingIds.push(ids[k]);
+    }
+  });
+  const inserted = await tx<{ id: number; at: Date }[]>`
+    with stored as (
+      insert into messages (id, sender_id, recipient_id, group_id, body, client_id)
+      overriding system value
+      select * from unnest(
+        ${valid.map((_, k) => ids[k])}::bigint[],
+        ${valid.map((v) => v.m.senderId)}::bigint[],
+        ${valid.map((v) => "user" in v.m.to ? v.m.to.user : null)}::bigint[],
+        ${valid.map((v) => "group" in v.m.to ? v.m.to.group : null)}::bigint[],
+        ${valid.map((v) => v.m.text)}::text[],
+        ${valid.map((v) => v.m.clientId)}::text[])
+      on conflict (sender_id, client_id) do nothing
+      returning id, created_at),
+    waiting as (
+      insert into waiting_messages (user_id, message_id)
+      select w.user_id, w.message_id
+        from unnest(${waitingUsers}::bigint[], ${waitingIds}::bigint[]) as w(user_id, message_id)
+        join stored on stored.id = w.message_id)
+    select id, created_at as at from stored`;
+  const insertedAt = new Map(inserted.map((r) => [r.id, r.at]));
+
   const retried: typeof valid = [];
   valid.forEach((v, k) => {
     const at = insertedAt.get(ids[k]);
@@ -268,16 +278,7 @@ export async function storeMessages(tx: Querier, batch: readonly NewMessage[]): 
       at,
     };
     outcomes[v.i] = { ok: true, row, created: true, recipients: v.recipients };
-    for (const user of v.recipients) {
-      waitingUsers.push(user);
-      waitingIds.push(ids[k]);
-    }
   });
-  if (waitingIds.length > 0) {
-    await tx`
-      insert into waiting_messages (user_id, message_id)
-      select * from unnest(${waitingUsers}::bigint[], ${waitingIds}::bigint[])`;
-  }
   if (retried.length > 0) {
     // A retry of a clientId already stored: its outcome is the message stored first.
     const firsts = await tx<MessageRow[]>`
