@@ -120,6 +120,19 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: "parley_memory_bytes",
+      help: "This process's memory: rss, heap_total, heap_used, external",
+      labelNames: ["kind"],
+      registers,
+      collect() {
+        const m = Deno.memoryUsage();
+        this.set({ kind: "rss" }, m.rss);
+        this.set({ kind: "heap_total" }, m.heapTotal);
+        this.set({ kind: "heap_used" }, m.heapUsed);
+        this.set({ kind: "external" }, m.external);
+      },
+    });
+    new Gauge({
       name: "parley_waiting_messages",
       help: "Messages waiting for acknowledgement, all nodes (-1 when unreadable)",
       registers,

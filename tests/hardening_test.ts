@@ -239,6 +239,7 @@ Deno.test("metrics: /metrics is Prometheus text with the node's counters, gauges
       "the logins' presence events counted",
     );
     assert((samples.get("parley_heartbeat_age_seconds") ?? 99) < 5);
+    assert((samples.get('parley_memory_bytes{kind="rss"}') ?? 0) > 10_000_000);
     await Promise.all([a.client.close(), b.client.close()]);
   });
 });
