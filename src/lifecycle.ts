@@ -10,28 +10,12 @@ import type { Logger } from "./log.ts";
 import type { Bus } from "./realtime/bus.ts";
 import type { Registry } from "./realtime/registry.ts";
 import { CLOSE } from "./realtime/socket.ts";
+import { bounded, delay } from "./time.ts";
 
 export interface Timing {
   heartbeatMs: number;
   nodeTtlMs: number;
   shutdownTimeoutMs: number;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** `promise`, or `undefined` after `ms`. */
-async function bounded<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<undefined>((resolve) =>
-    timer = setTimeout(() => resolve(undefined), ms)
-  );
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 export class NodeClaimError extends Error {
@@ -73,6 +57,18 @@ export interface NodeOptions {
   log: Logger;
 }
 
+/**
+ * Claims the node id, clears what an earlier incarnation left (telling contacts of the users it
+ * leaves offline) and registers the current one. Returns how many users it left offline.
+ */
+async function register({ lockSql, node, timing, db, chat }: NodeOptions): Promise<number> {
+  await claimNode(lockSql, node, timing.nodeTtlMs);
+  const offline = await presence.resetNode(db.sql, node.id);
+  await presence.registerNode(db.sql, node, timing.nodeTtlMs);
+  chat.wentOffline(offline);
+  return offline.length;
+}
+
 export interface Health {
   ok: boolean;
   draining: boolean;
@@ -93,12 +89,8 @@ export class NodeRuntime {
 
   /** The start-up half of the process contract: claim, reset leftovers, register. */
   static async start(options: NodeOptions): Promise<NodeRuntime> {
-    const { lockSql, node, timing, db, log, chat } = options;
-    await claimNode(lockSql, node, timing.nodeTtlMs);
-    const offline = await presence.resetNode(db.sql, node.id);
-    await presence.registerNode(db.sql, node, timing.nodeTtlMs);
-    log.info("node.started", { epoch: node.epoch, cleared: offline.length });
-    chat.wentOffline(offline);
+    const cleared = await register(options);
+    options.log.info("node.started", { epoch: options.node.epoch, cleared });
     return new NodeRuntime(options);
   }
 
@@ -153,7 +145,7 @@ export class NodeRuntime {
    * log in again, and the node registers anew.
    */
   async #rejoin(): Promise<void> {
-    const { db, lockSql, node, timing, log, registry } = this.#o;
+    const { node, log, registry } = this.#o;
     // A new incarnation from this moment: logins until it is registered are refused, and no
     // session of the old one can count again.
     node.epoch = crypto.randomUUID();
@@ -162,9 +154,7 @@ export class NodeRuntime {
       socket.sessionId = null;
       socket.close(CLOSE.goingAway, "This node lost its lease: reconnect");
     }
-    await claimNode(lockSql, node, timing.nodeTtlMs);
-    await presence.resetNode(db.sql, node.id);
-    await presence.registerNode(db.sql, node, timing.nodeTtlMs);
+    await register(this.#o);
     this.#lastRenewal = performance.now();
   }
 

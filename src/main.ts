@@ -19,6 +19,7 @@ import { createApp } from "./http/app.ts";
 import { claimNode, handleSignals, NodeClaimError, NodeRuntime } from "./lifecycle.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
+import { bounded } from "./time.ts";
 import { SlidingWindow } from "./chat/throttle.ts";
 import { countWaiting } from "./db/queries/chat.ts";
 import type { Bus } from "./realtime/bus.ts";
@@ -33,6 +34,9 @@ import { CourseServer } from "./legacy/tcp.ts";
 const EXIT = { ok: 0, failed: 1, badConfig: 2, refused: 3 } as const;
 
 const USAGE = "Usage: main.ts serve | migrate | reset [--all] [--force] | healthcheck";
+
+/** How often expired login tokens are deleted. */
+const TOKEN_SWEEP_MS = 60 * 60 * 1000;
 
 /** Unsent bytes past which a socket counts as too slow and is closed. */
 const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
@@ -114,7 +118,7 @@ async function serve(config: Config, log: Logger): Promise<void> {
     sessions: () => registry.sessions,
     draining: () => runtime.draining,
     heartbeatAgeSeconds: () => runtime.health().heartbeatAgeMs / 1000,
-    waiting: () => withTimeout(countWaiting(db.sql), 1000).catch(() => null),
+    waiting: async () => (await bounded(countWaiting(db.sql).catch(() => null), 1000)) ?? null,
   });
   const hub = new Hub({
     chat,
@@ -137,7 +141,7 @@ async function serve(config: Config, log: Logger): Promise<void> {
     health: async () => {
       const h = runtime.health();
       if (h.draining) return { ok: false, draining: true, reason: "draining" };
-      const dbOk = await withTimeout(db.sql`select 1`, 1000).then(() => true, () => false);
+      const dbOk = await bounded(db.sql`select 1`.then(() => true, () => false), 1000) ?? false;
       if (!dbOk) return { ok: false, draining: false, reason: "database unreachable" };
       if (!h.ok) return { ok: false, draining: false, reason: "heartbeat stale" };
       return { ok: true, draining: false };
@@ -178,10 +182,18 @@ async function serve(config: Config, log: Logger): Promise<void> {
   });
   if (legacy) log.info("legacy.listening", { host: legacy.addr.hostname, port: legacy.addr.port });
   runtime.startHeartbeat();
+  // Expired tokens can never log anyone in; deleting them now and then keeps the table small.
+  const sweep = setInterval(() => {
+    accounts.sweepExpiredTokens().then(
+      (n) => n > 0 && log.info("tokens.swept", { expired: n }),
+      (error) => log.warn("tokens.sweep_failed", { error: String(error) }),
+    );
+  }, TOKEN_SWEEP_MS);
 
   handleSignals(
     () =>
       runtime.drain(async () => {
+        clearInterval(sweep);
         hub.stop();
         await Promise.all([server.shutdown(), legacy?.stop()]);
       }),
@@ -279,13 +291,4 @@ if (import.meta.main) {
     }));
     Deno.exit(EXIT.failed);
   }
-}
-
-/** `promise`, or a rejection after `ms`. */
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => timer = setTimeout(() => reject(new Error("timed out")), ms)),
-  ]).finally(() => clearTimeout(timer));
 }

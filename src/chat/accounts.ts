@@ -12,6 +12,12 @@ import { password as passwordRule, userName } from "./rules.ts";
 
 export type User = q.UserRow;
 
+/** Registration input that passed the rules (see `Accounts.newAccount`). */
+export interface NewAccount {
+  name: string;
+  password: string;
+}
+
 const BAD_CREDENTIALS = "Wrong name, password or token: check them and try again";
 
 /** `value` checked against `schema`, or a `bad_frame` naming `field`. */
@@ -30,12 +36,19 @@ function digest(token: string): Uint8Array {
 export class Accounts {
   constructor(private readonly sql: Querier, private readonly tokenTtlMs: number) {}
 
-  async register(name: unknown, password: unknown): Promise<User> {
-    const validName = validate(userName, "name", name);
-    const hash = await hashPassword(validate(passwordRule, "password", password));
-    const user = await q.insertUser(this.sql, validName, hash);
+  /** A name and password that meet the rules, or a `bad_frame` naming the one that does not. */
+  static newAccount(name: unknown, password: unknown): NewAccount {
+    return {
+      name: validate(userName, "name", name),
+      password: validate(passwordRule, "password", password),
+    };
+  }
+
+  async register(account: NewAccount): Promise<User> {
+    const hash = await hashPassword(account.password);
+    const user = await q.insertUser(this.sql, account.name, hash);
     if (!user) {
-      throw new ChatError("name_taken", `The name "${validName}" is taken: choose another`);
+      throw new ChatError("name_taken", `The name "${account.name}" is taken: choose another`);
     }
     return user;
   }

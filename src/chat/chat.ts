@@ -7,10 +7,10 @@ import type { Sql } from "../db/connect.ts";
 import * as q from "../db/queries/chat.ts";
 import * as presence from "../db/queries/presence.ts";
 import type { Logger } from "../log.ts";
-import type { Bus, Delivery } from "../realtime/bus.ts";
+import type { Bus, BusEvent, Delivery } from "../realtime/bus.ts";
 import { Outbox } from "./outbox.ts";
 import { AckBatcher } from "./acks.ts";
-import { type Accounts, validate } from "./accounts.ts";
+import { Accounts, validate } from "./accounts.ts";
 import { ChatError } from "./errors.ts";
 import type { SlidingWindow } from "./throttle.ts";
 import { groupDescription, groupName, messageText } from "./rules.ts";
@@ -106,18 +106,20 @@ export class Chat {
   }
 
   /** Publishes after commit; a lost notification is recovered by the resync, so it never fails a request. */
-  #tell(event: Parameters<Bus["publish"]>[0]): void {
-    this.#bus.publish(event).catch((error) =>
-      this.#log.warn("bus.publish_failed", { error, kind: event.type })
+  #tell(...events: BusEvent[]): void {
+    this.#bus.publish(...events).catch((error) =>
+      this.#log.warn("bus.publish_failed", { error, kind: events[0]?.type })
     );
   }
 
   /** Registers a user; `address` is the client's, for the per-address throttle. */
   async register(name: unknown, password: unknown, address: string): Promise<User> {
+    // Input that breaks the rules is refused before it counts against the address.
+    const account = Accounts.newAccount(name, password);
     const wait = this.#registrations.wait(address);
     if (wait > 0) throw rateLimited(wait, "registrations from your address");
     this.#registrations.record(address);
-    return await this.accounts.register(name, password);
+    return await this.accounts.register(account);
   }
 
   /**
@@ -197,7 +199,8 @@ export class Chat {
 
   /** Publishes presence-offline for users who lost their last session some other way (reaper, reset). */
   wentOffline(users: readonly number[]): void {
-    for (const user of users) this.#tell({ type: "presence", user, online: false });
+    // One publish for them all: a drain or a reaped node may leave thousands offline at once.
+    this.#tell(...users.map((user) => ({ type: "presence" as const, user, online: false })));
   }
 
   async overview(userId: number): Promise<{ friends: q.FriendRow[]; groups: q.GroupRow[] }> {

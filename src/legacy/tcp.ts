@@ -31,6 +31,7 @@ import {
   registerError,
 } from "./course.ts";
 import { type Piece, Splitter } from "./framing.ts";
+import { delay } from "../time.ts";
 
 /** Pause after the login ack, so that the ack and what follows never land in one `recv`. */
 export const ACK_PAUSE_MS = 100;
@@ -43,10 +44,6 @@ const REMEMBERED_IDS = 10_000;
 const READ_BUFFER_BYTES = 16 * 1024;
 
 const encoder = new TextEncoder();
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 export interface CourseOptions {
   chat: Chat;

@@ -29,14 +29,15 @@ export type BusEvent =
 export type BusHandler = (event: BusEvent) => void;
 
 /**
- * Guarantees: `publish` resolves once the event has been handed to the bus (call it only after the
- * transaction it describes has committed). Every subscriber on every node receives each event at
- * most once, in publish order per publisher, while its connection to the bus is up; a `messages`
- * event may skip the node it came from, which delivers those messages itself. Events published while a node's connection is down are lost to that node: `onResync`
- * then fires when the connection is back, and the node catches up from the tables.
+ * Guarantees: `publish` resolves once its events have been handed to the bus, in order (call it
+ * only after the transaction they describe has committed). Every subscriber on every node receives
+ * each event at most once, in publish order per publisher, while its connection to the bus is up;
+ * a `messages` event may skip the node it came from, which delivers those messages itself. Events
+ * published while a node's connection is down are lost to that node: `onResync` then fires when
+ * the connection is back, and the node catches up from the tables.
  */
 export interface Bus {
-  publish(event: BusEvent): Promise<void>;
+  publish(...events: BusEvent[]): Promise<void>;
   subscribe(handler: BusHandler): void;
   /** Called after the bus (re)connected having possibly missed events, not on the first connect. */
   onResync(handler: () => void): void;

@@ -8,10 +8,12 @@ export class MemoryBus implements Bus {
   #handlers: BusHandler[] = [];
   #closed = false;
 
-  publish(event: BusEvent): Promise<void> {
+  publish(...events: BusEvent[]): Promise<void> {
     if (this.#closed) return Promise.resolve();
     queueMicrotask(() => {
-      for (const handler of this.#handlers) handler(event);
+      for (const event of events) {
+        for (const handler of this.#handlers) handler(event);
+      }
     });
     return Promise.resolve();
   }

@@ -67,9 +67,10 @@ export class PgBus implements Bus {
     }
   }
 
-  async publish(event: BusEvent): Promise<void> {
+  async publish(...events: BusEvent[]): Promise<void> {
     // All parts in one statement, one round trip; PostgreSQL delivers them in this order.
-    const payloads = split(event);
+    const payloads = events.flatMap(split);
+    if (payloads.length === 0) return;
     await this.sql`select pg_notify(${CHANNEL}, p) from unnest(${payloads}::text[]) as p`;
   }
 

@@ -87,10 +87,6 @@ export class Registry<C extends Peer = Peer> {
     return this.#bySession.get(sessionId);
   }
 
-  users(): IterableIterator<number> {
-    return this.#byUser.keys();
-  }
-
   all(): C[] {
     return [...this.#all];
   }

@@ -10,6 +10,7 @@ import type { Metrics } from "../metrics.ts";
 import { decodeFrame, FrameError, type Ref, type Request } from "./protocol.ts";
 import type { Notice, Peer, Registry } from "./registry.ts";
 import { TokenBucket } from "./rate_limit.ts";
+import { bounded } from "../time.ts";
 
 /** What this module needs of a WebSocket. */
 export interface SocketLike {
@@ -90,10 +91,6 @@ export class ChatSocket implements Peer {
     this.#bucket = new TokenBucket(o.rateLimitPerSec, o.rateLimitBurst);
     this.#log = o.log;
     this.ended = new Promise((resolve) => this.#resolveEnded = resolve);
-  }
-
-  get closed(): boolean {
-    return this.#closed;
   }
 
   /** The socket is open: start the login clock. */
@@ -203,23 +200,13 @@ export class ChatSocket implements Peer {
     const abort = new AbortController();
     const work = start(abort.signal);
     if (!(work instanceof Promise)) return work;
-    const expired = Symbol("expired");
-    const within = async (ms: number) => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      try {
-        return await Promise.race([
-          work,
-          new Promise<typeof expired>((resolve) => timer = setTimeout(() => resolve(expired), ms)),
-        ]);
-      } finally {
-        clearTimeout(timer);
-      }
-    };
-    const first = await within(left);
-    if (first !== expired) return first;
+    // Wrapped, so that a request whose result is undefined is not taken for one that timed out.
+    const settled = work.then((value) => ({ value }));
+    const first = await bounded(settled, left);
+    if (first) return first.value;
     abort.abort(new DeadlineError());
-    const late = await within(DEADLINE_GRACE_MS);
-    if (late !== expired) return late;
+    const late = await bounded(settled, DEADLINE_GRACE_MS);
+    if (late) return late.value;
     this.#gaveUp = true;
     throw new DeadlineError();
   }
