@@ -2,7 +2,7 @@
  * @module Accounts over HTTP and WebSocket: every reply and error of PROTOCOL.md's "Before login".
  */
 import { assert, assertEquals, assertMatch, assertNotEquals } from "./support/assert.ts";
-import { Client, loggedIn, registerUser } from "./support/client.ts";
+import { Client, loggedIn, registerUser, resume } from "./support/client.ts";
 import { withWorld } from "./support/fixture.ts";
 
 const post = async (url: string, body: unknown) => {
@@ -135,14 +135,8 @@ Deno.test("login by token resumes the session on a new socket and returns the sa
     const server = await start();
     const { client, user, token } = await loggedIn(server.wsUrl);
     await client.close();
-    const resumed = await Client.connect(server.wsUrl);
     // The close above ends the first session; until it has, `reject` would refuse a second login.
-    let welcome = await resumed.request({ type: "login", token });
-    for (let i = 0; welcome.code === "already_online" && i < 50; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      welcome = await resumed.request({ type: "login", token });
-    }
-    assertEquals(welcome.type, "welcome");
+    const { client: resumed, welcome } = await resume(server.wsUrl, token);
     assertEquals(welcome.user, { id: user.id, name: user.name });
     assertEquals(welcome.token, token);
     await resumed.close();

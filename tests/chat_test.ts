@@ -3,7 +3,7 @@
  * on one node and across two, with DESIGN.md's "nothing lost" guarantees.
  */
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
-import { Client, eventually, type Frame, loggedIn } from "./support/client.ts";
+import { Client, eventually, type Frame, loggedIn, resume } from "./support/client.ts";
 import { stateOf, withWorld } from "./support/fixture.ts";
 import { SilentPeer } from "./support/raw_ws.ts";
 
@@ -56,13 +56,8 @@ Deno.test("friend.add is mutual, idempotent, pushed to the other user, and check
 
     // Both see each other, with live presence, in their next welcome.
     await bob.client.close();
-    const bobAgain = await Client.connect(b.wsUrl);
-    await eventually(async () => {
-      const w = await bobAgain.request({ type: "login", token: bob.token });
-      if (w.type !== "welcome") return false;
-      assertEquals(w.friends, [{ id: alice.user.id, name: alice.user.name, online: true }]);
-      return true;
-    });
+    const { client: bobAgain, welcome: bobWelcome } = await resume(b.wsUrl, bob.token);
+    assertEquals(bobWelcome.friends, [{ id: alice.user.id, name: alice.user.name, online: true }]);
     await alice.client.request({ type: "logout" });
     const aliceAgain = await Client.connect(a.wsUrl);
     const w = await aliceAgain.request({ type: "login", token: alice.token });
@@ -134,11 +129,7 @@ Deno.test("groups: create, join idempotently, members with roles and presence, g
     assertEquals((noDesc.group as { description: string }).description, "");
 
     await dave.client.close();
-    const again = await Client.connect(b.wsUrl);
-    let welcome: Frame = { type: "" };
-    await eventually(async () =>
-      (welcome = await again.request({ type: "login", token: dave.token })).type === "welcome"
-    );
+    const { client: again, welcome } = await resume(b.wsUrl, dave.token);
     const groups = welcome.groups as { id: number; members: { id: number; role: string }[] }[];
     assertEquals(groups.map((g) => g.id), [group.id, (noDesc.group as { id: number }).id]);
     assertEquals(groups[0].members.map((m) => m.role), ["creator", "member"]);
@@ -221,10 +212,7 @@ Deno.test("send: a clientId retry returns the first message; a new clientId is a
     );
     // The sender's socket drops before it reads `sent`; it reconnects and retries.
     await a.client.close();
-    const again = await Client.connect(server.wsUrl);
-    await eventually(async () =>
-      (await again.request({ type: "login", token: a.token })).type === "welcome"
-    );
+    const { client: again } = await resume(server.wsUrl, a.token);
     const retry = msg(
       await again.request({ type: "send", to: { user: b.user.id }, text: "once", clientId: "k1" }),
     );
@@ -508,10 +496,7 @@ Deno.test("no loss: every message that got `sent` reaches its recipient though a
     // Everyone reconnects to the surviving node and collects what waits (nothing was acked).
     for (const { recipient } of pairs) {
       await recipient.client.close();
-      const c = await Client.connect(b.wsUrl);
-      await eventually(async () =>
-        (await c.request({ type: "login", token: recipient.token })).type === "welcome"
-      );
+      const { client: c } = await resume(b.wsUrl, recipient.token);
       const expected = sent.get(recipient.user.id)!;
       const [{ n }] = await sql<{ n: number }[]>`
         select count(*) as n from waiting_messages where user_id = ${recipient.user.id}`;

@@ -133,6 +133,26 @@ export async function loggedIn(url: string, prefix = "u") {
   return { client, user, welcome, token: welcome.token as string };
 }
 
+/**
+ * Logs in with `token` on a fresh socket, as a client does after a close. It asks again while the
+ * user's previous session is still closing (`already_online`) or the node is rejoining
+ * (`unavailable`), each time on a new socket; any other answer, or `ms` passing, fails.
+ */
+export async function resume(url: string, token: string, ms = 10_000) {
+  const deadline = Date.now() + ms;
+  while (true) {
+    const client = await Client.connect(url);
+    const welcome = await client.request({ type: "login", token });
+    if (welcome.type === "welcome") return { client, welcome };
+    await client.close();
+    const transient = welcome.code === "already_online" || welcome.code === "unavailable";
+    if (!transient || Date.now() > deadline) {
+      throw new Error(`login by token failed: ${JSON.stringify(welcome)}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 /** Polls `check` until it returns true or `ms` pass. */
 export async function eventually(
   check: () => Promise<boolean> | boolean,
