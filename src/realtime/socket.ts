@@ -64,6 +64,19 @@ class DeadlineError extends ChatError {
 
 type Reply = Record<string, unknown> & { type: string };
 
+/**
+ * A message's push frame, encoded once however many sockets it goes to: a group message reaches
+ * every member's sockets on this node with the same object.
+ */
+const pushFrames = new WeakMap<Message, string>();
+function pushFrame(message: Message): string {
+  let text = pushFrames.get(message);
+  if (text === undefined) {
+    pushFrames.set(message, text = JSON.stringify({ type: "message", message }));
+  }
+  return text;
+}
+
 export class ChatSocket implements Peer {
   userId: number | null = null;
   sessionId: number | null = null;
@@ -316,7 +329,7 @@ export class ChatSocket implements Peer {
 
   push(message: Message): void {
     this.o.metrics.messagesDelivered.inc();
-    this.send({ type: "message", message });
+    this.#write(pushFrame(message));
   }
 
   notify(notice: Notice): void {
@@ -324,6 +337,10 @@ export class ChatSocket implements Peer {
   }
 
   send(frame: Record<string, unknown>): void {
+    this.#write(JSON.stringify(frame));
+  }
+
+  #write(text: string): void {
     if (this.#closed) return;
     if (this.socket.bufferedAmount > this.o.maxBufferedBytes) {
       // Its unacknowledged messages stay waiting for its next login. A peer that reads nothing
@@ -337,7 +354,7 @@ export class ChatSocket implements Peer {
       return;
     }
     try {
-      this.socket.send(JSON.stringify(frame));
+      this.socket.send(text);
     } catch (error) {
       this.#log.debug("ws.send_failed", { error: String(error) });
     }
