@@ -5,7 +5,7 @@
 import { assert, assertEquals } from "./support/assert.ts";
 import { loggedIn } from "./support/client.ts";
 import { withWorld } from "./support/fixture.ts";
-import { split } from "../src/realtime/bus_pg.ts";
+import { split } from "../src/realtime/bus/postgres.ts";
 import type { BusEvent, Delivery } from "../src/realtime/bus.ts";
 
 const message = (id: number, text: string): Delivery => ({

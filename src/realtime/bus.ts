@@ -1,6 +1,7 @@
 /**
- * @module The bus: how nodes tell each other what happened. A small port with two adapters,
- * `bus_pg.ts` (LISTEN/NOTIFY, for a cluster) and `bus_memory.ts` (one process, the embedded mode).
+ * @module The bus: how nodes tell each other what happened. A small port with its engines side by
+ * side in `bus/`: `postgres.ts` (LISTEN/NOTIFY, for a few nodes), `memory.ts` (one process, the
+ * embedded mode).
  */
 
 import type { Message } from "../chat/chat.ts";

@@ -2,9 +2,9 @@
  * @module The PostgreSQL bus: LISTEN/NOTIFY on one channel. NOTIFY is transactional and ordered per
  * sender, and its payload must stay under 8000 bytes, so events carry ids, never message bodies.
  */
-import type { Sql } from "../db/connect.ts";
-import type { Logger } from "../log.ts";
-import type { Bus, BusEvent, BusHandler } from "./bus.ts";
+import type { Sql } from "../../db/connect.ts";
+import type { Logger } from "../../log.ts";
+import type { Bus, BusEvent, BusHandler } from "../bus.ts";
 
 const CHANNEL = "parley";
 /** NOTIFY refuses payloads of 8000 bytes or more. */

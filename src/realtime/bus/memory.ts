@@ -2,7 +2,7 @@
  * @module The in-process bus: one node, so every event is delivered to its own subscribers, on a
  * later task so that publishing never runs a subscriber inside the publisher's call.
  */
-import type { Bus, BusEvent, BusHandler } from "./bus.ts";
+import type { Bus, BusEvent, BusHandler } from "../bus.ts";
 
 export class MemoryBus implements Bus {
   #handlers: BusHandler[] = [];
