@@ -1,14 +1,14 @@
 #!/bin/sh
-# Check docker/nginx.conf with `nginx -t` outside compose, where node1/node2 do not resolve:
-# render a copy whose upstream names are replaced by reachable addresses and whose pid,
-# error log and temp paths point into a temporary directory, then test that copy.
+# Check docker/nginx.conf with `nginx -t` outside compose, where the node name does not resolve:
+# render a copy whose node name is replaced by a reachable address, whose resolver line (written
+# by docker/lb.sh in the container) is given inline, and whose pid, error log and temp paths
+# point into a temporary directory, then test that copy.
 #
 #   sh docker/nginx.test.sh [CONF]          exit status is nginx -t's
 #
 # Environment:
 #   NGINX_BIN nginx executable (default: nginx, then /usr/sbin/nginx)
-#   NODE1     address for node1:8080 (default 127.0.0.1:8080)
-#   NODE2     address for node2:8080 (default 127.0.0.1:8081)
+#   NODES     address for parley-nodes:8080 (default 127.0.0.1:8080)
 #   LISTEN    replaces `listen 80`, e.g. with 127.0.0.1:18080: needed when not root (nginx -t
 #             binds the port), and for a copy that a test starts itself
 #             (nginx -p OUT_DIR -c OUT_DIR/nginx.conf -g 'daemon off;')
@@ -18,8 +18,7 @@ set -eu
 
 here=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 conf=${1:-$here/nginx.conf}
-node1=${NODE1:-127.0.0.1:8080}
-node2=${NODE2:-127.0.0.1:8081}
+nodes=${NODES:-127.0.0.1:8080}
 
 nginx_bin=${NGINX_BIN:-nginx}
 if ! command -v "$nginx_bin" >/dev/null 2>&1; then
@@ -52,8 +51,8 @@ fi
 # be writable for whoever runs this, and nginx creates them even under -t; /dev/stdout may be a
 # pipe that another user cannot reopen.
 sed \
-  -e "s|server node1:8080|server $node1|" \
-  -e "s|server node2:8080|server $node2|" \
+  -e "s|parley-nodes:8080|$nodes|" \
+  -e "s|include /etc/nginx/parley-resolver.conf;|resolver 127.0.0.1 valid=2s ipv6=off;|" \
   -e "s|^pid .*;|pid $dir/nginx.pid;|" \
   -e "s|^error_log [^ ;]*|error_log $dir/error.log|" \
   -e "s|access_log /dev/stdout|access_log $dir/access.log|" \
@@ -66,8 +65,8 @@ sed \
   -e "$listen_expr" \
   "$conf" >"$dir/nginx.conf"
 
-if grep -q 'node[12]:8080' "$dir/nginx.conf"; then
-  echo "nginx.test.sh: an upstream name was not replaced in $dir/nginx.conf" >&2
+if grep -q 'parley-nodes:8080\|include /etc/nginx/parley-resolver' "$dir/nginx.conf"; then
+  echo "nginx.test.sh: the node name or resolver include was not replaced in $dir/nginx.conf" >&2
   exit 1
 fi
 

@@ -47,7 +47,9 @@ try {
   Deno.exit(run.interrupted ? SIGNAL_CODES[run.interrupted] : 1);
 }
 const postgres = run.postgres;
-log(`PostgreSQL provider: ${postgres.provider}`);
+// On stdout, where a CI log shows it beside the summary: which of the three providers ran.
+const PROVIDER_NAMES = { env: "DATABASE_URL", testcontainers: "testcontainers", local: "local" };
+console.log(`postgres: ${PROVIDER_NAMES[postgres.provider]}`);
 if (run.interrupted) await finish(SIGNAL_CODES[run.interrupted]);
 
 const args = Deno.args.length > 0 ? Deno.args : ["tests/"];
