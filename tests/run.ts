@@ -1,4 +1,8 @@
-/** @module The `deno task test` command: provides PostgreSQL, runs `deno test`, reports, cleans up. */
+/**
+ * @module The `deno task test` command: provides PostgreSQL, runs `deno test`, reports, cleans up.
+ * With `--containers` first (`deno task test:containers`) it runs the container lane instead,
+ * tests/containers/lane.ts, which brings its own PostgreSQL in containers: no provider then.
+ */
 
 import { type ProvidedPostgres, providePostgres } from "./support/postgres.ts";
 
@@ -40,24 +44,32 @@ for (const signal of Object.keys(SIGNAL_CODES) as StopSignal[]) {
   });
 }
 
-try {
-  run.postgres = await providePostgres(log);
-} catch (error) {
-  log(error instanceof Error ? error.message : String(error));
-  Deno.exit(run.interrupted ? SIGNAL_CODES[run.interrupted] : 1);
+const containerLane = Deno.args[0] === "--containers";
+const env: Record<string, string> = {};
+if (containerLane) {
+  console.log("postgres: none from the runner (the container lane runs its own in compose)");
+} else {
+  try {
+    run.postgres = await providePostgres(log);
+  } catch (error) {
+    log(error instanceof Error ? error.message : String(error));
+    Deno.exit(run.interrupted ? SIGNAL_CODES[run.interrupted] : 1);
+  }
+  const postgres = run.postgres;
+  // On stdout, where a CI log shows it beside the summary: which of the three providers ran.
+  const PROVIDER_NAMES = { env: "DATABASE_URL", testcontainers: "testcontainers", local: "local" };
+  console.log(`postgres: ${PROVIDER_NAMES[postgres.provider]}`);
+  env.PARLEY_TEST_ADMIN_URL = postgres.url;
+  env.PARLEY_TEST_PG_PROVIDER = postgres.provider;
+  if (postgres.dataDir) env.PARLEY_TEST_PG_DATADIR = postgres.dataDir;
 }
-const postgres = run.postgres;
-// On stdout, where a CI log shows it beside the summary: which of the three providers ran.
-const PROVIDER_NAMES = { env: "DATABASE_URL", testcontainers: "testcontainers", local: "local" };
-console.log(`postgres: ${PROVIDER_NAMES[postgres.provider]}`);
 if (run.interrupted) await finish(SIGNAL_CODES[run.interrupted]);
 
-const args = Deno.args.length > 0 ? Deno.args : ["tests/"];
-const env: Record<string, string> = {
-  PARLEY_TEST_ADMIN_URL: postgres.url,
-  PARLEY_TEST_PG_PROVIDER: postgres.provider,
-};
-if (postgres.dataDir) env.PARLEY_TEST_PG_DATADIR = postgres.dataDir;
+const args = containerLane
+  ? ["tests/containers/lane.ts", ...Deno.args.slice(1)]
+  : Deno.args.length > 0
+  ? Deno.args
+  : ["tests/"];
 
 const child = new Deno.Command(Deno.execPath(), {
   args: ["test", "--allow-all", "--frozen", ...args],
