@@ -15,6 +15,12 @@ export type ProvidedPostgres = {
 type Log = (line: string) => void;
 
 const IMAGE = "postgres:15-alpine";
+const SERVER_SETTINGS = [
+  "fsync=off",
+  "synchronous_commit=off",
+  "full_page_writes=off",
+  "max_connections=300",
+];
 
 // A misconfigured DOCKER_HOST (a host that drops packets) makes testcontainers' runtime check wait
 // for the TCP timeout, which is minutes; a working engine answers its info call in milliseconds.
@@ -24,13 +30,32 @@ const NO_POSTGRES = "No PostgreSQL for the tests: set DATABASE_URL to a server w
   "may be created, start a container engine (Docker or Podman) for testcontainers, or install " +
   "the Debian package postgresql so that initdb and pg_ctl are available";
 
+/**
+ * DATABASE_URL when set; else testcontainers when an engine answers; else a local cluster.
+ * PARLEY_TEST_POSTGRES=testcontainers|local takes that provider only and fails rather than fall
+ * back to another (CI runs the suite through each and must not pass on the wrong one).
+ */
 export async function providePostgres(log: Log = () => {}): Promise<ProvidedPostgres> {
   const fromEnv = Deno.env.get("DATABASE_URL");
   if (fromEnv) {
     return { url: fromEnv, provider: "env", stop: () => Promise.resolve() };
   }
-  const container = await tryTestcontainers(log);
-  if (container) return container;
+  const only = Deno.env.get("PARLEY_TEST_POSTGRES") ?? "";
+  if (!["", "testcontainers", "local"].includes(only)) {
+    throw new Error(
+      `Invalid PARLEY_TEST_POSTGRES "${only}": expected testcontainers or local (or unset)`,
+    );
+  }
+  if (only !== "local") {
+    const container = await tryTestcontainers(log);
+    if (container) return container;
+    if (only === "testcontainers") {
+      throw new Error(
+        "PARLEY_TEST_POSTGRES=testcontainers but no container engine answers: start Docker, or " +
+          "podman's Docker API and set DOCKER_HOST (see the log lines above)",
+      );
+    }
+  }
   const bin = await findPostgresBin();
   if (!bin) {
     log("PostgreSQL: no initdb and pg_ctl on PATH or under /usr/lib/postgresql/*/bin");
@@ -68,7 +93,12 @@ async function tryTestcontainers(log: Log): Promise<ProvidedPostgres | undefined
     clearTimeout(timer);
   }
   const { PostgreSqlContainer } = await import("@testcontainers/postgresql");
-  const started = await new PostgreSqlContainer(IMAGE).start();
+  // The same server settings as the local cluster: room for the suite's many nodes and pools,
+  // and no durability work that a throwaway database does not need.
+  const started = await new PostgreSqlContainer(IMAGE)
+    .withCommand(["postgres", ...SERVER_SETTINGS.flatMap((s) => ["-c", s])])
+    .start();
+  log(`PostgreSQL: testcontainers ${IMAGE} at ${started.getHost()}:${started.getPort()}`);
   let stopping: Promise<void> | undefined;
   return {
     url: started.getConnectionUri(),
@@ -157,8 +187,8 @@ async function startLocalCluster(bin: string, log: Log): Promise<ProvidedPostgre
     runAs(cmd, args, { user: asRoot ? "postgres" : undefined, cwd: dir });
   let port = 0;
   const serverOptions = () =>
-    `-p ${port} -k '${dir}' -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off ` +
-    `-c full_page_writes=off -c max_connections=300`;
+    `-p ${port} -k '${dir}' -c listen_addresses=127.0.0.1 ` +
+    SERVER_SETTINGS.map((setting) => `-c ${setting}`).join(" ");
   try {
     if (owner) await Deno.chown(dir, owner.uid, owner.gid);
     const t0 = performance.now();
