@@ -14,6 +14,7 @@ import { Accounts, validate } from "./accounts.ts";
 import { ChatError } from "./errors.ts";
 import type { SlidingWindow } from "./throttle.ts";
 import { groupDescription, groupName, messageText } from "./rules.ts";
+import { BLOCKED_MESSAGE, People } from "./people.ts";
 
 export type { FriendRow as Friend, GroupRow as Group } from "../db/queries/chat.ts";
 export type Target = { user: number } | { group: number };
@@ -81,6 +82,8 @@ const rateLimited = (waitMs: number, what: string) =>
 
 export class Chat {
   readonly accounts: Accounts;
+  /** Search, unfriend, blocks, leaving groups, typing. */
+  readonly people: People;
   readonly #sql: Sql;
   readonly #bus: Bus;
   readonly #node: presence.NodeIdentity;
@@ -103,6 +106,7 @@ export class Chat {
     this.#node = options.node;
     this.#policy = options.loginPolicy;
     this.#log = options.log;
+    this.people = new People(options.sql, (...events) => this.#tell(...events));
   }
 
   /** Publishes after commit; a lost notification is recovered by the resync, so it never fails a request. */
@@ -203,12 +207,15 @@ export class Chat {
     this.#tell(...users.map((user) => ({ type: "presence" as const, user, online: false })));
   }
 
-  async overview(userId: number): Promise<{ friends: q.FriendRow[]; groups: q.GroupRow[] }> {
-    const [friends, groups] = await Promise.all([
+  async overview(
+    userId: number,
+  ): Promise<{ friends: q.FriendRow[]; groups: q.GroupRow[]; blocked: number[] }> {
+    const [friends, groups, blocked] = await Promise.all([
       q.friendsOf(this.#sql, userId),
       q.groups(this.#sql, { member: userId }),
+      this.people.blocked(userId),
     ]);
-    return { friends, groups };
+    return { friends, groups, blocked };
   }
 
   async addFriend(userId: number, friendId: number): Promise<q.FriendRow> {
@@ -217,7 +224,7 @@ export class Chat {
     }
     const friend = await q.friend(this.#sql, friendId);
     if (!friend) throw notFoundUser(friendId);
-    if (await q.addFriendship(this.#sql, userId, friendId)) {
+    if (await this.people.befriend(userId, friendId)) {
       this.#tell({ type: "friend", user: userId, friend: friendId });
     }
     return friend;
@@ -263,6 +270,7 @@ export class Chat {
     if (stored.ok) return toMessage(stored.row);
     if (stored.reason === "no_user") throw notFoundUser((to as { user: number }).user);
     if (stored.reason === "no_group") throw notFoundGroup((to as { group: number }).group);
+    if (stored.reason === "blocked") throw new ChatError("forbidden", BLOCKED_MESSAGE);
     throw new ChatError(
       "forbidden",
       `You are not a member of group ${(to as { group: number }).group}: join it first`,

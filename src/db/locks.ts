@@ -28,3 +28,8 @@ export function nodeLockKey(nodeId: string): number {
 export function conversationLockKey(conversation: string): number {
   return fnv1a(conversation) | 0;
 }
+
+/** The lock key of the direct conversation between two users, as storeMessages names it. */
+export function directConversationLockKey(a: number, b: number): number {
+  return conversationLockKey(`u:${Math.min(a, b)}:${Math.max(a, b)}`);
+}

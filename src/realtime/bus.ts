@@ -4,7 +4,7 @@
  * embedded mode).
  */
 
-import type { Message } from "../chat/chat.ts";
+import type { Message, Target } from "../chat/chat.ts";
 
 /** A committed message and the users it waits for. */
 export interface Delivery {
@@ -25,7 +25,19 @@ export type BusEvent =
   /** Two users became friends. */
   | { type: "friend"; user: number; friend: number }
   /** A user joined a group. */
-  | { type: "member"; group: number; user: number };
+  | { type: "member"; group: number; user: number }
+  /**
+   * Two users are no longer friends (friend.remove, or a block). `session` is the device of `user`
+   * that asked: its reply told it, so it gets no push.
+   */
+  | { type: "unfriend"; user: number; friend: number; session?: number }
+  /** A user left a group; `session` is the device that asked, as above. */
+  | { type: "member.left"; group: number; user: number; session?: number }
+  /**
+   * A typing notice passed on: for `recipients` (their nodes push to those online), sent by `from`
+   * in the conversation `to` names, at `at` (ms since the epoch, by the passing node's clock).
+   */
+  | { type: "typing"; from: number; to: Target; recipients: number[]; at: number };
 
 export type BusHandler = (event: BusEvent) => void;
 

@@ -1,12 +1,13 @@
 /**
  * @module The hub turns bus events into pushes to this node's sockets: new messages, presence
- * (with a grace period against flapping), friends, group members and takeover kicks.
+ * (with a grace period against flapping), friends, group members, typing and takeover kicks.
  */
 import type { Chat } from "../chat/chat.ts";
+import { conversationKey, TYPING_INTERVAL_MS } from "../chat/people.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import type { Bus, BusEvent, Delivery } from "./bus.ts";
-import type { Registry } from "./registry.ts";
+import type { Notice, Registry } from "./registry.ts";
 import { CLOSE } from "./socket.ts";
 
 export interface HubOptions {
@@ -25,6 +26,9 @@ export class Hub {
   /** Offline pushes waiting out the grace period, by user. */
   #pendingOffline = new Map<number, ReturnType<typeof setTimeout>>();
   #stopped = false;
+  /** When the last typing notice pushed from this node was passed on, by `from|conversation`. */
+  #typingPushed = new Map<string, number>();
+  #typingSweepAt = 10_000;
 
   constructor(options: HubOptions) {
     this.#o = options;
@@ -57,6 +61,17 @@ export class Hub {
         return this.#run(event.type, () => this.#friendAdded(event.user, event.friend));
       case "member":
         return this.#run(event.type, () => this.#memberJoined(event.group, event.user));
+      case "unfriend":
+        this.#notifyUser(event.user, { type: "friend.removed", user: event.friend }, event.session);
+        this.#notifyUser(event.friend, { type: "friend.removed", user: event.user });
+        return;
+      case "member.left":
+        return this.#run(
+          event.type,
+          () => this.#memberLeft(event.group, event.user, event.session),
+        );
+      case "typing":
+        return this.#typing(event);
     }
   }
 
@@ -149,6 +164,51 @@ export class Hub {
         socket.notify({ type: "group.member", group: groupId, member });
       }
     }
+  }
+
+  /** Pushes `notice` to every socket of `user` on this node but the one of session `except`. */
+  #notifyUser(user: number, notice: Notice, except?: number): void {
+    for (const socket of this.#o.registry.byUser(user)) {
+      if (except === undefined || socket.sessionId !== except) socket.notify(notice);
+    }
+  }
+
+  /** Tells the members that remain, and the leaver's other devices. */
+  async #memberLeft(group: number, user: number, except?: number): Promise<void> {
+    const notice = { type: "group.member.left", group, user };
+    this.#notifyUser(user, notice, except);
+    if (this.#o.registry.sessions === 0) return;
+    for (const member of await this.#o.chat.people.members(group)) {
+      if (member !== user) this.#notifyUser(member, notice);
+    }
+  }
+
+  /**
+   * Pushes a typing notice to the recipients this node holds. The sending node passes on at most
+   * one per interval; notices from two nodes (one user's devices on both, under
+   * LOGIN_POLICY=multi) passed on within the interval of each other are dropped here, judged by
+   * when each was passed on, so every receiving node makes the same choice.
+   */
+  #typing(event: Extract<BusEvent, { type: "typing" }>): void {
+    const key = `${event.from}|${conversationKey(event.from, event.to)}`;
+    const last = this.#typingPushed.get(key);
+    // The same `at` is the same notice: a large group's recipients come in several parts.
+    if (last !== undefined && last !== event.at && Math.abs(event.at - last) < TYPING_INTERVAL_MS) {
+      return;
+    }
+    this.#typingPushed.set(key, event.at);
+    if (this.#typingPushed.size > this.#typingSweepAt) {
+      for (const [k, at] of this.#typingPushed) {
+        if (event.at - at >= TYPING_INTERVAL_MS) this.#typingPushed.delete(k);
+      }
+      this.#typingSweepAt = Math.max(10_000, 2 * this.#typingPushed.size);
+    }
+    const notice = {
+      type: "typing",
+      from: event.from,
+      with: "group" in event.to ? { group: event.to.group } : { user: event.from },
+    };
+    for (const user of event.recipients) this.#notifyUser(user, notice);
   }
 
   /** After the bus was away: push whatever waits for the users on this node. */

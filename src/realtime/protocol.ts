@@ -70,6 +70,13 @@ export const REQUESTS = {
       .optional(),
   }),
   "logout": z.object({}),
+  // v2: people and typing.
+  "user.search": z.object({ query: text }),
+  "friend.remove": z.object({ user: id }),
+  "user.block": z.object({ user: id }),
+  "user.unblock": z.object({ user: id }),
+  "group.leave": z.object({ group: id }),
+  "typing": z.object({ to: target }),
 } as const;
 
 export type RequestType = keyof typeof REQUESTS;

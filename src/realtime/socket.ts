@@ -143,7 +143,9 @@ export class ChatSocket implements Peer {
       return;
     }
     const { ref, request } = decoded;
-    const wait = request.type === "ack" ? 0 : this.#bucket.take();
+    // Typing takes its token once past its own throttle (see #typing): a flood of it is dropped
+    // silently, never answered `rate_limited`.
+    const wait = request.type === "ack" || request.type === "typing" ? 0 : this.#bucket.take();
     if (wait > 0) {
       const error = new ChatError("rate_limited", `Too many requests: retry in ${wait} ms`, wait);
       this.#inOrder(() => this.#error(error, ref));
@@ -269,7 +271,43 @@ export class ChatSocket implements Peer {
         ) => ({ type: "history", messages }));
       case "logout":
         return this.#logout();
+      case "user.search":
+        return chat.people.search(me, request.query).then((users) => ({ type: "users", users }));
+      case "friend.remove":
+        return chat.people.removeFriend(me, request.user, this.sessionId ?? undefined).then(() => ({
+          type: "friend.removed",
+          user: request.user,
+        }));
+      case "user.block":
+        return chat.people.block(me, request.user, this.sessionId ?? undefined).then(() => ({
+          type: "blocked",
+          user: request.user,
+        }));
+      case "user.unblock":
+        return chat.people.unblock(me, request.user).then(() => ({
+          type: "unblocked",
+          user: request.user,
+        }));
+      case "group.leave":
+        return chat.people.leaveGroup(me, request.group, this.sessionId ?? undefined).then(() => ({
+          type: "group.left",
+          group: request.group,
+        }));
+      case "typing":
+        return this.#typing(me, request.to);
     }
+  }
+
+  /**
+   * Never answered but with an error. One passed on within the last second (by this node's
+   * record), or one past the socket's rate limit, is dropped before it costs a query.
+   */
+  async #typing(me: number, to: Extract<Request, { type: "typing" }>["to"]): Promise<null> {
+    const people = this.o.chat.people;
+    if (!people.typingDue(me, to)) return null;
+    if (this.#bucket.take() > 0) return null;
+    await people.typing(me, to);
+    return null;
   }
 
   async #register(name: string, password: string): Promise<Reply> {

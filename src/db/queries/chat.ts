@@ -4,6 +4,7 @@
  */
 import { type Querier, type Sql, transaction } from "../connect.ts";
 import { CONVERSATION_NAMESPACE, conversationLockKey } from "../locks.ts";
+import { blockedPairs } from "./people.ts";
 
 export interface FriendRow {
   id: number;
@@ -166,7 +167,7 @@ function conversationKey(m: NewMessage): number {
 
 export type Stored =
   | { ok: true; row: MessageRow; created: boolean; recipients: number[] }
-  | { ok: false; reason: "no_user" | "no_group" | "not_member" };
+  | { ok: false; reason: "no_user" | "no_group" | "not_member" | "blocked" };
 
 /**
  * Stores a batch of messages in the caller's transaction, in a fixed number of statements
@@ -185,10 +186,14 @@ export async function storeMessages(tx: Querier, batch: readonly NewMessage[]): 
     ...new Set(batch.flatMap((m) => ["user" in m.to ? [m.to.user] : [], m.senderId].flat())),
   ];
   const groupIds = [...new Set(batch.flatMap((m) => "group" in m.to ? [m.to.group] : []))];
+  const direct = batch.flatMap((m, i) =>
+    "user" in m.to ? [{ i, from: m.senderId, to: m.to.user }] : []
+  );
   // These do not depend on each other's results, so they go out together (postgres.js pipelines
   // them on the transaction's connection) and the server runs them in this order: the
-  // conversation locks first, then the ids are drawn under them.
-  const [, users, groups, memberRows, idRows] = await Promise.all([
+  // conversation locks first, then the ids are drawn under them. A block takes the same lock
+  // (people.ts), so the blocks read here are those committed before this batch's messages.
+  const [, users, groups, memberRows, idRows, blockedRows] = await Promise.all([
     tx`
       select pg_advisory_xact_lock(${CONVERSATION_NAMESPACE}::int, k)
         from unnest(${conversations}::int[]) with ordinality as c(k, n)
@@ -203,15 +208,18 @@ export async function storeMessages(tx: Querier, batch: readonly NewMessage[]): 
     tx<{ id: number }[]>`
       select nextval(pg_get_serial_sequence('messages', 'id')) as id
         from generate_series(1, ${batch.length})`,
+    blockedPairs(tx, direct.map((d) => d.from), direct.map((d) => d.to)),
   ]);
+  const blocked = new Set(blockedRows.map((r) => direct[r.n - 1].i));
   const names = new Map(users.map((u) => [u.id, u.name]));
   const members = new Map<number, number[]>(groups.map((g) => [g.id, []]));
   for (const m of memberRows) members.get(m.groupId)?.push(m.userId);
   const ids = idRows.map((r) => r.id).sort((x, y) => x - y);
 
-  const outcomes: (Stored | { recipients: number[] })[] = batch.map((m) => {
+  const outcomes: (Stored | { recipients: number[] })[] = batch.map((m, i) => {
     if ("user" in m.to) {
-      return names.has(m.to.user) ? { recipients: [m.to.user] } : { ok: false, reason: "no_user" };
+      if (!names.has(m.to.user)) return { ok: false, reason: "no_user" };
+      return blocked.has(i) ? { ok: false, reason: "blocked" } : { recipients: [m.to.user] };
     }
     const group = members.get(m.to.group);
     if (!group) return { ok: false, reason: "no_group" };

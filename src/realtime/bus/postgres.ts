@@ -113,6 +113,14 @@ export function split(event: BusEvent): string[] {
       ];
     return [...split(a), ...split(b)];
   }
+  if (event.type === "typing") {
+    // A group of thousands: each part tells some of its members.
+    const half = event.recipients.length >> 1;
+    return [
+      ...split({ ...event, recipients: event.recipients.slice(0, half) }),
+      ...split({ ...event, recipients: event.recipients.slice(half) }),
+    ];
+  }
   if (event.type === "kick") {
     const half = event.sessions.length >> 1;
     return [
