@@ -12,6 +12,8 @@ const CLIENT = new URL("../src/client/main.ts", import.meta.url).pathname;
 const ROOT = new URL("../", import.meta.url).pathname;
 const STEP_MS = 10_000;
 const TIME = String.raw`\[\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\]`;
+/** The whole help, whatever the number of commands: its last line is loginout's. */
+const HELP_DONE = /commands:\n( {2}.*\n)* {2}loginout .*\n/;
 
 /** The client process: lines typed into its stdin, its stdout kept as one growing text. */
 class ClientProcess {
@@ -132,7 +134,7 @@ Deno.test("terminal client registers and logs in from the menu, chats, befriends
 
         client.type("1", name, password);
         const overview = await client.waitFor(new RegExp(`current user: ${name} \\(${aliceId}\\)`));
-        const help = await client.waitFor(/commands:\n(.*\n){8}.*loginout/, overview.index);
+        const help = await client.waitFor(HELP_DONE, overview.index);
 
         // addfriend: both sides are friends; Bob is told.
         client.type(`addfriend:${bob.user.id}`);
@@ -240,7 +242,7 @@ Deno.test("terminal client prints the overview, then waiting messages, then help
 
       await withClientProcess(server.wsUrl, async (client) => {
         client.type("1", alice.name, alice.password);
-        await client.waitFor(/commands:\n(.*\n){8}.*loginout/);
+        await client.waitFor(HELP_DONE);
         const out = client.output;
         const order = [
           `current user: ${alice.name} (${alice.id})`,
@@ -272,6 +274,112 @@ Deno.test("terminal client prints the overview, then waiting messages, then help
         assertEquals([offline.user, offline.online], [alice.id, false]);
         client.type("3");
         assertEquals((await client.exited()).code, 0, client.output);
+      });
+    } finally {
+      await bob.client.close();
+    }
+  });
+});
+
+Deno.test("terminal client finds people, unfriends, blocks, unblocks, leaves groups, and prints message ids and typing", async () => {
+  await withWorld("client_people", async ({ start }) => {
+    const server = await start();
+    const tag = crypto.randomUUID().slice(0, 6);
+    const bob = await loggedIn(server.wsUrl, `bob${tag}`);
+    const setup = await Client.connect(server.wsUrl);
+    const alice = await registerUser(setup, `alice${tag}`);
+    await setup.close();
+    try {
+      await withClientProcess(server.wsUrl, async (client) => {
+        client.type("1", alice.name, alice.password);
+        const help = await client.waitFor(HELP_DONE);
+        for (
+          const usage of [
+            "find:<prefix>",
+            "unfriend:<userid>",
+            "block:<userid>",
+            "unblock:<userid>",
+            "leavegroup:<groupid>",
+          ]
+        ) {
+          assert(help[0].includes(`  ${usage} `), `help lists ${usage}:\n${help[0]}`);
+        }
+
+        // find: by a prefix in any case; the user itself is never listed.
+        client.type(`find:BOB${tag}`);
+        await client.waitFor(
+          new RegExp(
+            `people whose name starts with "BOB${tag}".*\\n {2}${bob.user.id} ${bob.user.name}\\n`,
+          ),
+        );
+        let mark = client.output.length;
+        client.type(`find:alice${tag}`);
+        await client.waitFor(new RegExp(`no one's name starts with "alice${tag}"`), mark);
+        client.type("find:");
+        await client.waitFor(/usage: find:<prefix>/, mark);
+
+        // Messages print with their id; typing shows once.
+        client.type(`addfriend:${bob.user.id}`);
+        await client.waitFor(
+          new RegExp(`${bob.user.name} \\(${bob.user.id}\\) is now your friend`),
+        );
+        bob.client.send({ type: "typing", to: { user: alice.id } });
+        await client.waitFor(new RegExp(`\\* ${bob.user.name} \\(${bob.user.id}\\) is typing…`));
+        const sent = await bob.client.request({ type: "send", to: { user: alice.id }, text: "Hi" });
+        const id = (sent.message as { id: number }).id;
+        await client.waitFor(
+          new RegExp(`#${id} ${TIME} ${bob.user.name} \\(${bob.user.id}\\): Hi`),
+        );
+
+        // unfriend: both sides lose the friendship; Bob is told.
+        mark = client.output.length;
+        client.type(`unfriend:${bob.user.id}`);
+        await client.waitFor(
+          new RegExp(`${bob.user.name} \\(${bob.user.id}\\) is no longer your friend`),
+          mark,
+        );
+        assertEquals(await bob.client.next((f) => f.type === "friend.removed"), {
+          type: "friend.removed",
+          user: alice.id,
+        });
+
+        // block: Bob's messages are refused until unblock.
+        client.type(`block:${bob.user.id}`);
+        await client.waitFor(/blocked .*: no messages or friend requests either way/, mark);
+        const refused = await bob.client.request({
+          type: "send",
+          to: { user: alice.id },
+          text: "x",
+        });
+        assertEquals(refused.code, "forbidden");
+        client.type(`unblock:${bob.user.id}`);
+        await client.waitFor(/unblocked /, mark);
+        const again = await bob.client.request({
+          type: "send",
+          to: { user: alice.id },
+          text: "Back",
+        });
+        assertEquals(again.type, "sent");
+        await client.waitFor(/: Back\n/, mark);
+
+        // leavegroup: Bob's group, joined then left; Bob is told.
+        const group = await bob.client.request({ type: "group.create", name: "Chess" });
+        const groupId = (group.group as { id: number }).id;
+        client.type(`addgroup:${groupId}`);
+        await client.waitFor(new RegExp(`joined group ${groupId}:`), mark);
+        client.type(`leavegroup:${groupId}`);
+        await client.waitFor(
+          new RegExp(`left group ${groupId} "Chess"; addgroup:${groupId}`),
+          mark,
+        );
+        const left = await bob.client.next((f) => f.type === "group.member.left");
+        assertEquals([left.group, left.user], [groupId, alice.id]);
+        client.type(`leavegroup:${groupId}`);
+        await client.waitFor(new RegExp(`error: You are not a member of group ${groupId}`), mark);
+        client.type("block:x");
+        await client.waitFor(/usage: block:<userid>/, mark);
+
+        assertEquals((await client.endInput()).code, 0, client.output);
       });
     } finally {
       await bob.client.close();

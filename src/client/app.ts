@@ -31,6 +31,8 @@ const BACKOFF_MAX_MS = 15_000;
 /** How long a send waits for the connection to come back before giving up. */
 const RESEND_WAIT_MS = 20_000;
 const PRINTED_IDS_KEPT = 10_000;
+/** A typing notice is said once per this, per sender and conversation (PROTOCOL.md: 5 s). */
+const TYPING_SHOWN_MS = 5000;
 
 /** Exponential backoff with equal jitter: half of each step fixed, half random. */
 export function backoffMs(attempt: number, random = Math.random): number {
@@ -74,6 +76,8 @@ export class ChatClient {
   /** Message ids printed already: a message pushed twice (after a reconnect) prints once. */
   #printed = new Set<number>();
   #acks = new Set<number>();
+  /** When "is typing" was last printed, by sender and conversation. */
+  #typing = new Map<string, number>();
   #ackTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: ClientOptions) {
@@ -292,6 +296,47 @@ export class ChatClient {
           );
           return null;
         }
+        case "find": {
+          const reply = await this.#request({ type: "user.search", query: command.prefix });
+          const users = reply.users as User[];
+          this.#t.print(
+            users.length === 0 ? `no one's name starts with "${command.prefix}"` : [
+              `people whose name starts with "${command.prefix}" (addfriend:<userid> to add):`,
+              ...users.map((u) =>
+                `  ${u.id} ${u.name}${this.#friends.has(u.id) ? " (friend)" : ""}`
+              ),
+            ].join("\n"),
+          );
+          return null;
+        }
+        case "unfriend": {
+          const name = this.#userName(command.user);
+          await this.#request({ type: "friend.remove", user: command.user });
+          const was = this.#friends.delete(command.user);
+          this.#t.print(was ? `${name} is no longer your friend` : `${name} was not your friend`);
+          return null;
+        }
+        case "block": {
+          const name = this.#userName(command.user);
+          await this.#request({ type: "user.block", user: command.user });
+          this.#friends.delete(command.user);
+          this.#t.print(
+            `blocked ${name}: no messages or friend requests either way until unblock:${command.user}`,
+          );
+          return null;
+        }
+        case "unblock": {
+          await this.#request({ type: "user.unblock", user: command.user });
+          this.#t.print(`unblocked ${this.#userName(command.user)}`);
+          return null;
+        }
+        case "leavegroup": {
+          const name = this.#groupName(command.group);
+          await this.#request({ type: "group.leave", group: command.group });
+          this.#groups.delete(command.group);
+          this.#t.print(`left ${name}; addgroup:${command.group} joins it again`);
+          return null;
+        }
         case "loginout":
           await this.#logout();
           return "menu";
@@ -432,6 +477,9 @@ export class ChatClient {
           return;
         }
         this.#remember(message.id);
+        this.#typing.delete(
+          `${message.from.id}|${"group" in message.to ? `g${message.to.group}` : "u"}`,
+        );
         this.#t.print(formatMessage(message));
         this.#ack(message.id);
         return;
@@ -451,6 +499,43 @@ export class ChatClient {
         const friend = frame.friend as Friend;
         this.#friends.set(friend.id, friend);
         this.#t.print(`* ${who(friend)} added you as a friend`);
+        return;
+      }
+      case "friend.removed": {
+        const user = frame.user as number;
+        const name = this.#userName(user);
+        this.#friends.delete(user);
+        this.#t.print(`* ${name} is no longer your friend`);
+        return;
+      }
+      case "group.member.left": {
+        const groupId = frame.group as number;
+        const user = frame.user as number;
+        const name = this.#groupName(groupId);
+        if (user === this.#session?.user.id) {
+          this.#groups.delete(groupId);
+          this.#t.print(`* you left ${name} on another device`);
+          return;
+        }
+        const who = this.#userName(user);
+        const group = this.#groups.get(groupId);
+        if (group) group.members = group.members.filter((m) => m.id !== user);
+        this.#t.print(`* ${who} left ${name}`);
+        return;
+      }
+      case "typing": {
+        const from = frame.from as number;
+        const where = frame.with as Target;
+        const key = `${from}|${"group" in where ? `g${where.group}` : "u"}`;
+        const now = Date.now();
+        // Said once while someone keeps typing: the server passes on one notice a second.
+        if (now - (this.#typing.get(key) ?? 0) < TYPING_SHOWN_MS) return;
+        this.#typing.set(key, now);
+        this.#t.print(
+          `* ${this.#userName(from)} is typing${
+            "group" in where ? ` in ${this.#groupName(where.group)}` : ""
+          }…`,
+        );
         return;
       }
       case "group.member": {

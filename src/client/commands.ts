@@ -12,6 +12,11 @@ export type Command =
   | { kind: "groupchat"; group: number; text: string }
   | { kind: "history"; user: number }
   | { kind: "ghistory"; group: number }
+  | { kind: "find"; prefix: string }
+  | { kind: "unfriend"; user: number }
+  | { kind: "block"; user: number }
+  | { kind: "unblock"; user: number }
+  | { kind: "leavegroup"; group: number }
   | { kind: "loginout" };
 
 type Kind = Command["kind"];
@@ -38,6 +43,15 @@ export const HELP: readonly { kind: Kind; usage: string; does: string }[] = [
     usage: "ghistory:<groupid>",
     does: "the last 20 messages of group <groupid>",
   },
+  { kind: "find", usage: "find:<prefix>", does: "people whose name starts with <prefix>" },
+  { kind: "unfriend", usage: "unfriend:<userid>", does: "end the friendship with <userid>" },
+  {
+    kind: "block",
+    usage: "block:<userid>",
+    does: "refuse messages and friend requests from <userid>",
+  },
+  { kind: "unblock", usage: "unblock:<userid>", does: "lift the block of <userid>" },
+  { kind: "leavegroup", usage: "leavegroup:<groupid>", does: "leave group <groupid>" },
   { kind: "loginout", usage: "loginout", does: "log out and go back to the menu" },
 ];
 
@@ -97,11 +111,19 @@ export function parseCommand(line: string): Parsed {
       );
     }
     case "addfriend":
+    case "unfriend":
+    case "block":
+    case "unblock":
     case "history": {
       const user = id(rest);
       return user === null ? bad(name) : ok({ kind: name, user });
     }
+    case "find": {
+      const prefix = (rest ?? "").trim();
+      return prefix === "" ? bad("find") : ok({ kind: "find", prefix });
+    }
     case "addgroup":
+    case "leavegroup":
     case "ghistory": {
       const group = id(rest);
       return group === null ? bad(name) : ok({ kind: name, group });

@@ -49,10 +49,13 @@ function section(title: string): string {
   return `${"-".repeat(left)} ${title} ${"-".repeat(RULE.length - left - title.length - 2)}`;
 }
 
-/** `[time] name (id): text`, with `[group <id>] ` in front for a group; later lines indented. */
+/**
+ * `#<message id> [time] name (id): text`, with `[group <id>] ` after the message id for a group;
+ * later lines indented. The message id is what `edit:` and `delete:` take.
+ */
 export function formatMessage(message: Message): string {
   const where = "group" in message.to ? `[group ${message.to.group}] ` : "";
-  const head = `${where}[${formatTime(message.at)}] ${who(message.from)}: `;
+  const head = `#${message.id} ${where}[${formatTime(message.at)}] ${who(message.from)}: `;
   return head + message.text.split("\n").join(`\n${" ".repeat(4)}`);
 }
 
