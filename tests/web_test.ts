@@ -140,7 +140,7 @@ Deno.test("web client: register, befriend, chat both ways, presence, reload and 
       await b.getByText(`${alice.name} added you as a friend`).waitFor();
 
       // Alice writes (Enter sends); her message turns from pending to sent.
-      await entry(a, `user:${bob.id}`).getByRole("button").click();
+      await entry(a, `user:${bob.id}`).locator("button.contact").click();
       await a.getByLabel("Message", { exact: true }).fill("Hello Bob, how are you?");
       await a.getByLabel("Message", { exact: true }).press("Enter");
       await messageItems(a, "Hello Bob").locator(".state", { hasText: /^sent$/ }).waitFor();
@@ -148,7 +148,7 @@ Deno.test("web client: register, befriend, chat both ways, presence, reload and 
       // Bob sees an unread count, opens the conversation, and the message is acked once shown.
       await entry(b, `user:${alice.id}`).and(b.locator('[data-unread="1"]')).waitFor();
       await screenshot(b, "02-list-phone");
-      await entry(b, `user:${alice.id}`).getByRole("button").click();
+      await entry(b, `user:${alice.id}`).locator("button.contact").click();
       await messageItems(b, "Hello Bob, how are you?").locator(".sender", { hasText: alice.name })
         .waitFor();
       await eventually(async () => await waitingCount(sql, bob.id) === 0, STEP_MS, "Bob's ack");
@@ -184,7 +184,7 @@ Deno.test("web client: register, befriend, chat both ways, presence, reload and 
       assertEquals(await b2.getByLabel("Password", { exact: true }).inputValue(), "");
       await presence(a, bob.id, "online");
       await entry(b2, `user:${alice.id}`).and(b2.locator('[data-unread="1"]')).waitFor();
-      await entry(b2, `user:${alice.id}`).getByRole("button").click();
+      await entry(b2, `user:${alice.id}`).locator("button.contact").click();
       await messageItems(b2, "Are you still there?").waitFor();
       await eventually(async () => await waitingCount(sql, bob.id) === 0, STEP_MS, "Bob's ack");
 
@@ -192,7 +192,7 @@ Deno.test("web client: register, befriend, chat both ways, presence, reload and 
       await a.reload();
       await a.locator("#me").getByText(alice.name, { exact: true }).waitFor();
       await presence(a, bob.id, "online");
-      await entry(a, `user:${bob.id}`).getByRole("button").click();
+      await entry(a, `user:${bob.id}`).locator("button.contact").click();
       await messageItems(a, "Are you still there?").waitFor();
       const texts = await a.locator("#messages li.message .text").allTextContents();
       assertEquals(texts, [
@@ -264,6 +264,120 @@ Deno.test("web client: resumes with its token after a 1001, and stays away after
       } finally {
         await elsewhere.close();
       }
+      assertEquals(problems, []);
+    });
+  });
+});
+
+/** Opens the actions of a list entry and runs the one named `action`. */
+async function entryAction(page: Page, key: string, entryName: string, action: string) {
+  const more = entry(page, key).getByRole("button", { name: `Actions for ${entryName}` });
+  await more.click();
+  assertEquals(await more.getAttribute("aria-expanded"), "true");
+  await entry(page, key).getByRole("button", { name: action, exact: true }).click();
+}
+
+/** The accessible name (aria-label, else text) of the focused element. */
+const focusedName = (page: Page) =>
+  page.locator(":focus").evaluate((node) =>
+    node.getAttribute("aria-label") ?? node.textContent?.trim() ?? ""
+  );
+
+Deno.test("web client: find people by name and befriend them, typing, unfriend, block and unblock, leave a group", async () => {
+  await withWorld("web_people", async ({ start }) => {
+    const [one, two] = [await start({ nodeId: "wpa" }), await start({ nodeId: "wpb" })];
+    await withBrowser(async (browser) => {
+      const problems: string[] = [];
+      const tag = crypto.randomUUID().slice(0, 6);
+      const alice = { name: `alice_${tag}`, id: 0 };
+      const bob = { name: `Bob.${tag}`, id: 0 };
+      const a = await openPage(browser, DESKTOP, problems);
+      const b = await openPage(browser, DESKTOP, problems);
+      await a.goto(one.url);
+      await b.goto(two.url);
+      alice.id = await register(a, alice.name);
+      bob.id = await register(b, bob.name);
+
+      // Alice finds Bob by the start of his name, in another case, with the keyboard only, and
+      // adds him without knowing his id.
+      const find = a.getByLabel("Find people by name");
+      await find.fill(`bob.${tag.slice(0, 3).toUpperCase()}`);
+      await find.press("Enter");
+      const add = a.getByRole("button", { name: `Add ${bob.name} as a friend` });
+      await add.waitFor();
+      await a.locator("#find-status", { hasText: "1 person found" }).waitFor();
+      await a.keyboard.press("Tab"); // The Search button,
+      await a.keyboard.press("Tab"); // then the first one found.
+      assertEquals(await focusedName(a), `Add ${bob.name} as a friend`);
+      await a.keyboard.press("Enter");
+      await presence(a, bob.id, "online");
+      await b.getByText(`${alice.name} added you as a friend`).waitFor();
+      await a.getByRole("button", { name: `Open the conversation with ${bob.name}` }).waitFor();
+      // A whole name in the add form works as well as an id.
+      await find.fill("nobody-by-that-name");
+      await find.press("Enter");
+      await a.locator("#find-status", {
+        hasText: 'No one\'s name starts with "nobody-by-that-name"',
+      })
+        .waitFor();
+
+      // Typing: Bob types, Alice's open conversation says so until his message arrives.
+      await entry(a, `user:${bob.id}`).locator("button.contact").click();
+      await entry(b, `user:${alice.id}`).locator("button.contact").click();
+      await b.getByLabel("Message", { exact: true }).pressSequentially("Hello Ali");
+      const typing = a.locator("#typing");
+      await typing.getByText(`${bob.name} is typing…`).waitFor();
+      assertEquals(await typing.getAttribute("role"), "status");
+      await screenshot(a, "07-typing-desktop");
+      await b.getByLabel("Message", { exact: true }).press("Enter");
+      await messageItems(a, "Hello Ali").waitFor();
+      await a.locator("#typing:empty").waitFor();
+
+      // Unfriend from Bob's entry: both lists drop the friendship, Bob is told.
+      await entryAction(a, `user:${bob.id}`, bob.name, `Unfriend ${bob.name}`);
+      await a.getByText(`${bob.name} is no longer your friend`).waitFor();
+      await b.getByText(`${alice.name} is no longer your friend`).waitFor();
+      await a.locator(`#others li[data-key="user:${bob.id}"]`).waitFor();
+      await b.locator(`#others li[data-key="user:${alice.id}"]`).waitFor();
+
+      // Block from his entry (now among the others): he is listed as blocked, and his messages
+      // are refused in words.
+      await entryAction(a, `user:${bob.id}`, bob.name, `Block ${bob.name}`);
+      await a.locator(`#blocked li[data-key="user:${bob.id}"]`).waitFor();
+      await b.getByLabel("Message", { exact: true }).fill("Are you there?");
+      await b.getByLabel("Message", { exact: true }).press("Enter");
+      await messageItems(b, "Are you there?").locator(".state", {
+        hasText: "not sent: This user does not accept your messages",
+      }).waitFor();
+
+      // Unblock with the keyboard: Bob's retry goes through.
+      const more = entry(a, `user:${bob.id}`).getByRole("button", {
+        name: `Actions for ${bob.name}`,
+      });
+      await more.focus();
+      await a.keyboard.press("Enter");
+      assertEquals(await focusedName(a), `Unblock ${bob.name}`);
+      await a.keyboard.press("Enter");
+      await a.locator(`#blocked li[data-key="user:${bob.id}"]`).waitFor({ state: "detached" });
+      await messageItems(b, "Are you there?").getByRole("button", { name: "Retry" }).click();
+      await messageItems(b, "Are you there?").locator(".state", { hasText: /^sent$/ }).waitFor();
+      await messageItems(a, "Are you there?").waitFor();
+
+      // A group Bob joins, which Alice leaves from its entry; Bob sees her go.
+      await a.getByLabel("Group name").fill("Climbing");
+      await a.getByRole("button", { name: "Create group" }).click();
+      const groupKey = await a.locator("#groups li").first().getAttribute("data-key");
+      const groupId = Number(groupKey!.split(":")[1]);
+      await b.getByLabel("Group id").fill(String(groupId));
+      await b.getByRole("button", { name: "Join group" }).click();
+      await entry(a, `group:${groupId}`).locator(".presence", { hasText: "2 members" }).waitFor();
+      await screenshot(a, "08-people-desktop");
+      await entryAction(a, `group:${groupId}`, "Climbing", "Leave group Climbing");
+      await entry(a, `group:${groupId}`).waitFor({ state: "detached" });
+      await a.getByText(`You left Climbing`).waitFor();
+      await b.getByText(`${alice.name} left Climbing`).waitFor();
+      await entry(b, `group:${groupId}`).locator(".presence", { hasText: "1 member," }).waitFor();
+
       assertEquals(problems, []);
     });
   });

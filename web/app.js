@@ -77,7 +77,18 @@ const state = {
   open: null,
   /** Whether the chat screen has been shown since the last login (vs. still resuming). */
   welcomed: false,
+  /** Whom this user blocks: id -> name, or null when only the id is known (welcome). */
+  blocked: new Map(),
+  /** Who is typing, by conversation key: userId -> the timer that ends the notice. */
+  typing: new Map(),
+  /** The last search: its query and the users found, or null. */
+  found: null,
 };
+
+/** How long "… is typing" stays without a new notice (PROTOCOL.md). */
+const TYPING_SHOWN_MS = 5000;
+/** This client tells the server at most this often that its user is typing. */
+const TYPING_SEND_MS = 3000;
 
 function targetOf(key) {
   const [kind, id] = key.split(":");
@@ -120,7 +131,17 @@ function resetState() {
   state.conversations = new Map();
   state.open = null;
   state.welcomed = false;
+  state.blocked = new Map();
+  for (const typists of state.typing.values()) {
+    for (const timer of typists.values()) clearTimeout(timer);
+  }
+  state.typing = new Map();
+  state.found = null;
   $("messages").replaceChildren();
+  $("typing").textContent = "";
+  $("find-results").replaceChildren();
+  $("find-results").hidden = true;
+  $("find-status").textContent = "";
 }
 
 function toGroup(group) {
@@ -161,6 +182,11 @@ function welcomed(welcome) {
   state.contacts = new Map(welcome.friends.map((f) => [f.id, { ...f, friend: true }]));
   for (const s of strangers) if (!state.contacts.has(s.id)) state.contacts.set(s.id, s);
   state.groups = new Map(welcome.groups.map((g) => [g.id, toGroup(g)]));
+  const names = new Map([...state.blocked].filter(([, name]) => name !== null));
+  state.blocked = new Map((welcome.blocked ?? []).map((id) => [id, names.get(id) ?? null]));
+  if (state.open?.startsWith("group:") && !state.groups.has(targetOf(state.open).group)) {
+    closeConversation(); // Left on another device while this one was away.
+  }
   state.welcomed = true;
   showChat();
   renderMe();
@@ -195,7 +221,19 @@ function pushed(frame) {
       notify(`${frame.member.name} joined ${group.name}`);
       return;
     }
+    case "friend.removed": {
+      const name = state.contacts.get(frame.user)?.name ?? `user ${frame.user}`;
+      unfriended(frame.user);
+      notify(`${name} is no longer your friend`);
+      return;
+    }
+    case "group.member.left":
+      return memberLeft(frame.group, frame.user);
+    case "typing":
+      return typingNotice(frame.from, frame.with);
     case "error":
+      // Typing is never answered but with an error (a block): nothing for the user to act on.
+      if (frame.ref === TYPING_REF) return;
       showError(frame.message);
       return;
   }
@@ -316,13 +354,32 @@ function renderMe() {
 
 function contactEntries(friends) {
   return [...state.contacts.values()]
-    .filter((c) => c.friend === friends)
+    .filter((c) => c.friend === friends && !state.blocked.has(c.id))
     .sort((a, b) => a.name.localeCompare(b.name) || a.id - b.id)
     .map((c) => ({
       key: `user:${c.id}`,
       name: c.name,
       dot: friends ? (c.online ? "dot online" : "dot") : "dot unknown",
       presence: friends ? (c.online ? "online" : "offline") : `not a friend, id ${c.id}`,
+      actions: [
+        ...(friends
+          ? [{ label: "Unfriend", name: `Unfriend ${c.name}`, run: () => unfriend(c.id) }]
+          : []),
+        { label: "Block", name: `Block ${c.name}`, run: () => block(c.id) },
+      ],
+    }));
+}
+
+function blockedEntries() {
+  return [...state.blocked.entries()]
+    .map(([id, name]) => ({ id, name: name ?? state.contacts.get(id)?.name ?? `user ${id}` }))
+    .sort((a, b) => a.name.localeCompare(b.name) || a.id - b.id)
+    .map(({ id, name }) => ({
+      key: `user:${id}`,
+      name,
+      dot: "dot unknown",
+      presence: `blocked, id ${id}`,
+      actions: [{ label: "Unblock", name: `Unblock ${name}`, run: () => unblock(id) }],
     }));
 }
 
@@ -337,6 +394,7 @@ function groupEntries() {
         name: g.name,
         dot: online > 1 ? "dot group online" : "dot group",
         presence: `group ${g.id}, ${count(members.length, "member")}, ${online} online`,
+        actions: [{ label: "Leave group", name: `Leave group ${g.name}`, run: () => leave(g.id) }],
       };
     });
 }
@@ -344,12 +402,16 @@ function groupEntries() {
 function renderLists() {
   const friends = contactEntries(true);
   const others = contactEntries(false);
+  const blocked = blockedEntries();
   renderList($("friends"), friends);
   renderList($("groups"), groupEntries());
   renderList($("others"), others);
+  renderList($("blocked"), blocked);
   $("friends-empty").hidden = friends.length > 0;
   $("groups-empty").hidden = state.groups.size > 0;
   $("others").hidden = $("others-title").hidden = others.length === 0;
+  $("blocked").hidden = $("blocked-title").hidden = blocked.length === 0;
+  if (state.found) renderFound();
 }
 
 /** Updates the list in place: entries keep their element (and focus) across renders. */
@@ -365,8 +427,10 @@ function renderList(list, entries) {
   for (const li of existing.values()) li.remove();
 }
 
+let nextMenuId = 1;
+
 function newEntry(key) {
-  const li = el("li");
+  const li = el("li", "entry");
   li.dataset.key = key;
   const button = el(
     "button",
@@ -380,12 +444,33 @@ function newEntry(key) {
   button.type = "button";
   button.querySelector(".dot").setAttribute("aria-hidden", "true");
   button.addEventListener("click", () => openConversation(key));
-  li.append(button);
+  // The entry's own actions (unfriend, block, unblock, leave) behind a disclosure button.
+  const menu = el("div", "entry-actions");
+  menu.id = `entry-actions-${nextMenuId++}`;
+  menu.hidden = true;
+  const more = el("button", "quiet more", "⋯");
+  more.type = "button";
+  more.setAttribute("aria-expanded", "false");
+  more.setAttribute("aria-controls", menu.id);
+  more.addEventListener("click", () => toggleMenu(more, menu, menu.hidden));
+  menu.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape") return;
+    event.stopPropagation();
+    toggleMenu(more, menu, false);
+    more.focus();
+  });
+  li.append(button, more, menu);
   return li;
 }
 
+function toggleMenu(more, menu, open) {
+  menu.hidden = !open;
+  more.setAttribute("aria-expanded", String(open));
+  if (open) menu.querySelector("button")?.focus();
+}
+
 function updateEntry(li, entry) {
-  const button = li.firstElementChild;
+  const button = li.querySelector(".contact");
   const unread = state.conversations.get(entry.key)?.unread.size ?? 0;
   button.querySelector(".dot").className = entry.dot;
   button.querySelector(".name").textContent = entry.name;
@@ -396,6 +481,22 @@ function updateEntry(li, entry) {
   li.dataset.online = String(entry.dot.includes("online"));
   li.dataset.unread = String(unread);
   button.setAttribute("aria-current", String(state.open === entry.key));
+  const more = li.querySelector(".more");
+  more.setAttribute("aria-label", `Actions for ${entry.name}`);
+  const menu = li.querySelector(".entry-actions");
+  const signature = entry.actions.map((a) => a.name).join("|");
+  if (menu.dataset.signature === signature) return;
+  menu.dataset.signature = signature;
+  menu.replaceChildren(...entry.actions.map((action) => {
+    const b = el("button", "secondary", action.label);
+    b.type = "button";
+    b.setAttribute("aria-label", action.name);
+    b.addEventListener("click", () => {
+      toggleMenu(more, menu, false);
+      action.run();
+    });
+    return b;
+  }));
 }
 
 function addContact(friend, isFriend) {
@@ -421,6 +522,208 @@ function presenceChanged(userId, online) {
   if (state.open) renderConversationHead();
 }
 
+/** The friendship ended (here, on another device, or by the other side). */
+function unfriended(userId) {
+  const contact = state.contacts.get(userId);
+  if (!contact) return;
+  contact.friend = false;
+  contact.online = false;
+  // Someone no longer a friend stays listed only while there is a conversation to come back to.
+  const conv = state.conversations.get(`user:${userId}`);
+  if (state.open !== `user:${userId}` && !(conv && conv.messages.size > 0)) {
+    state.contacts.delete(userId);
+  }
+  renderLists();
+  if (state.open === `user:${userId}`) renderConversationHead();
+}
+
+/** Runs one of the list's actions, saying what happened or what went wrong. */
+async function acting(work) {
+  try {
+    hideError();
+    await work();
+  } catch (error) {
+    showError(describe(error));
+  }
+}
+
+function nameOf(userId) {
+  return state.contacts.get(userId)?.name ?? state.blocked.get(userId) ??
+    state.found?.users.find((u) => u.id === userId)?.name ?? `user ${userId}`;
+}
+
+function unfriend(userId) {
+  const name = nameOf(userId);
+  return acting(async () => {
+    await session.request({ type: "friend.remove", user: userId });
+    unfriended(userId);
+    notify(`${name} is no longer your friend`);
+    $("friend-input").focus();
+  });
+}
+
+function block(userId) {
+  const name = nameOf(userId);
+  return acting(async () => {
+    await session.request({ type: "user.block", user: userId });
+    state.blocked.set(userId, name);
+    unfriended(userId);
+    notify(`You blocked ${name}: no messages or friend requests either way until you unblock`);
+    document.querySelector(`#blocked [data-key="user:${userId}"] .more`)?.focus();
+  });
+}
+
+function unblock(userId) {
+  const name = nameOf(userId);
+  return acting(async () => {
+    await session.request({ type: "user.unblock", user: userId });
+    state.blocked.delete(userId);
+    renderLists();
+    if (state.open === `user:${userId}`) renderConversationHead();
+    notify(`You unblocked ${name}`);
+    $("friend-input").focus();
+  });
+}
+
+function leave(groupId) {
+  const name = state.groups.get(groupId)?.name ?? `group ${groupId}`;
+  return acting(async () => {
+    await session.request({ type: "group.leave", group: groupId });
+    removeGroup(groupId);
+    notify(`You left ${name}; join it again with its id, ${groupId}`);
+    $("group-id-input").focus();
+  });
+}
+
+function removeGroup(groupId) {
+  state.groups.delete(groupId);
+  state.conversations.delete(`group:${groupId}`);
+  state.typing.delete(`group:${groupId}`);
+  if (state.open === `group:${groupId}`) closeConversation();
+  renderLists();
+}
+
+function memberLeft(groupId, userId) {
+  const group = state.groups.get(groupId);
+  if (!group) return;
+  if (userId === state.me.id) {
+    removeGroup(groupId); // Left on another device.
+    notify(`You left ${group.name}`);
+    return;
+  }
+  const name = group.members.get(userId)?.name ?? `user ${userId}`;
+  group.members.delete(userId);
+  stopTyping(`group:${groupId}`, userId);
+  renderLists();
+  if (state.open === `group:${groupId}`) renderConversationHead();
+  notify(`${name} left ${group.name}`);
+}
+
+// ---- Typing ----------------------------------------------------------------------------------
+
+/** The ref typing frames carry: their only answer is an error, which is not for the user. */
+const TYPING_REF = "typing";
+const typingSentAt = new Map();
+
+/** Tells the open conversation that this user is typing, at most every TYPING_SEND_MS. */
+function sendTyping() {
+  const key = state.open;
+  if (!key || $("message-input").value.trim() === "") return;
+  const { user } = targetOf(key);
+  if (user !== undefined && state.blocked.has(user)) return;
+  const now = Date.now();
+  if (now - (typingSentAt.get(key) ?? 0) < TYPING_SEND_MS) return;
+  if (session.send({ type: "typing", to: targetOf(key), ref: TYPING_REF })) {
+    typingSentAt.set(key, now);
+  }
+}
+
+function typingNotice(from, withWhom) {
+  const key = withWhom.group !== undefined ? `group:${withWhom.group}` : `user:${withWhom.user}`;
+  let typists = state.typing.get(key);
+  if (!typists) state.typing.set(key, typists = new Map());
+  clearTimeout(typists.get(from));
+  typists.set(from, setTimeout(() => stopTyping(key, from), TYPING_SHOWN_MS));
+  if (state.open === key) renderTyping();
+}
+
+function stopTyping(key, userId) {
+  const typists = state.typing.get(key);
+  if (!typists?.has(userId)) return;
+  clearTimeout(typists.get(userId));
+  typists.delete(userId);
+  if (state.open === key) renderTyping();
+}
+
+function renderTyping() {
+  const typists = state.open ? [...(state.typing.get(state.open)?.keys() ?? [])] : [];
+  const { group } = state.open ? targetOf(state.open) : {};
+  const names = typists.map((id) =>
+    (group !== undefined ? state.groups.get(group)?.members.get(id)?.name : null) ?? nameOf(id)
+  );
+  const text = names.length === 0
+    ? ""
+    : names.length === 1
+    ? `${names[0]} is typing…`
+    : names.length === 2
+    ? `${names[0]} and ${names[1]} are typing…`
+    : `${names.length} people are typing…`;
+  if ($("typing").textContent !== text) $("typing").textContent = text;
+}
+
+// ---- Finding people --------------------------------------------------------------------------
+
+function findPeople(event) {
+  event.preventDefault();
+  const query = $("find-input").value.trim();
+  if (!query) return;
+  void submitting(event.target, async () => {
+    const reply = await session.request({ type: "user.search", query });
+    state.found = { query, users: reply.users };
+    renderFound();
+  });
+}
+
+/** The people found, each with what can be done: add as a friend, or open the conversation. */
+function renderFound() {
+  const { query, users } = state.found;
+  const list = $("find-results");
+  $("find-status").textContent = users.length === 0
+    ? `No one's name starts with "${query}"`
+    : `${count(users.length, "person")} found for "${query}"`.replace("persons", "people");
+  list.hidden = users.length === 0;
+  const focused = document.activeElement?.closest?.("#find-results li")?.dataset.id;
+  list.replaceChildren(...users.map((user) => {
+    const li = el(
+      "li",
+      "result",
+      null,
+      el("span", "name", user.name),
+      el("span", "hint", `id ${user.id}`),
+    );
+    li.dataset.id = String(user.id);
+    const contact = state.contacts.get(user.id);
+    let button;
+    if (state.blocked.has(user.id)) {
+      li.append(el("span", "hint", "blocked"));
+    } else if (contact?.friend) {
+      button = el("button", "secondary", "Open");
+      button.setAttribute("aria-label", `Open the conversation with ${user.name}`);
+      button.addEventListener("click", () => openConversation(`user:${user.id}`));
+    } else {
+      button = el("button", "", "Add");
+      button.setAttribute("aria-label", `Add ${user.name} as a friend`);
+      button.addEventListener("click", () => void acting(() => befriend(user.id)));
+    }
+    if (button) {
+      button.type = "button";
+      li.append(button);
+    }
+    return li;
+  }));
+  if (focused) list.querySelector(`li[data-id="${focused}"] button`)?.focus();
+}
+
 // ---- Conversation ----------------------------------------------------------------------------
 
 function openConversation(key) {
@@ -429,6 +732,7 @@ function openConversation(key) {
   const conv = conversation(key);
   renderConversationHead();
   renderMessages(conv);
+  renderTyping();
   markSeen(conv);
   renderLists();
   $("message-input").disabled = false;
@@ -446,6 +750,7 @@ function closeConversation() {
   $("message-input").disabled = true;
   $("send-button").disabled = true;
   renderConversationHead();
+  renderTyping();
   $("messages").replaceChildren();
   $("older").hidden = true;
   $("history-start").hidden = true;
@@ -467,14 +772,18 @@ function renderConversationHead() {
   if (user !== undefined) {
     const contact = state.contacts.get(user);
     title.textContent = contact?.name ?? `user ${user}`;
-    const presence = contact?.friend ? (contact.online ? "online" : "offline") : "not a friend";
+    const presence = state.blocked.has(user)
+      ? "blocked"
+      : contact?.friend
+      ? (contact.online ? "online" : "offline")
+      : "not a friend";
     detail.replaceChildren(
       el("span", contact?.friend && contact.online ? "dot online" : "dot"),
       ` ${presence} · id ${user}`,
     );
     detail.firstElementChild.setAttribute("aria-hidden", "true");
     members.hidden = true;
-    $("befriend").hidden = contact?.friend ?? false;
+    $("befriend").hidden = (contact?.friend ?? false) || state.blocked.has(user);
     return;
   }
   const g = state.groups.get(group);
@@ -518,6 +827,7 @@ function received(message) {
   if (message.to.user !== undefined && !state.contacts.has(message.from.id)) {
     if (message.from.id !== state.me.id) addContact({ ...message.from, online: false }, false);
   }
+  stopTyping(key, message.from.id);
   const conv = conversation(key);
   if (conv.messages.has(message.id)) {
     // Pushed again after a reconnect: seen already means acked already, but the ack may be lost.
@@ -838,23 +1148,36 @@ function addFriend(event) {
   const input = $("friend-input");
   const text = input.value.trim();
   if (!text) return;
-  const id = resolveUser(text);
-  if (id === null) {
-    // PROTOCOL.md's friend.add takes an id, and there is no lookup by name yet.
-    showError(
-      `No one called "${text}" is known here: ask them for their id (shown at the top of ` +
-        "their list); adding anyone by name awaits a lookup in the protocol",
-    );
-    return;
-  }
-  if (id === state.me.id) {
+  const known = resolveUser(text);
+  if (known === state.me.id) {
     showError("That is your own id: enter a friend's id");
     return;
   }
   void submitting(event.target, async () => {
+    const id = known ?? await findExactly(text);
+    if (id === null) return;
     await befriend(id);
     input.value = "";
   });
+}
+
+/** The id of the user named exactly `name` (in any case), or null after showing who was found. */
+async function findExactly(name) {
+  if (!NAME_RE.test(name)) {
+    showError(`No one is called "${name}": names hold letters, digits, "_", "-" and "." only`);
+    return null;
+  }
+  const reply = await session.request({ type: "user.search", query: name });
+  const exact = reply.users.find((u) => u.name.toLowerCase() === name.toLowerCase());
+  if (exact && exact.id !== state.me.id) return exact.id;
+  state.found = { query: name, users: reply.users };
+  renderFound();
+  showError(
+    exact
+      ? "That is your own name: enter a friend's name"
+      : `No one is called "${name}": choose from the people found, or check the name`,
+  );
+  return null;
 }
 
 async function befriend(id) {
@@ -911,6 +1234,8 @@ function submitMessage(event) {
 
 $("auth-form").addEventListener("submit", authenticate);
 $("add-friend-form").addEventListener("submit", addFriend);
+$("find-form").addEventListener("submit", findPeople);
+$("message-input").addEventListener("input", sendTyping);
 $("create-group-form").addEventListener("submit", createGroup);
 $("join-group-form").addEventListener("submit", joinGroup);
 $("send-form").addEventListener("submit", submitMessage);
