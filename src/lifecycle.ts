@@ -49,6 +49,8 @@ export interface NodeOptions {
   db: Database;
   /** Holds the advisory lock and runs the heartbeat; null on the embedded database. */
   lockSql: Sql | null;
+  /** Waits on a peer's advisory lock to notice its death at once; null on the embedded database. */
+  watchSql: Sql | null;
   node: presence.NodeIdentity;
   timing: Timing;
   chat: Chat;
@@ -65,8 +67,57 @@ async function register({ lockSql, node, timing, db, chat }: NodeOptions): Promi
   await claimNode(lockSql, node, timing.nodeTtlMs);
   const offline = await presence.resetNode(db.sql, node.id);
   await presence.registerNode(db.sql, node, timing.nodeTtlMs);
-  chat.wentOffline(offline);
+  await chat.wentOffline(offline);
   return offline.length;
+}
+
+/**
+ * Notices a peer's death at once rather than at the next heartbeat. On a connection of its own it
+ * waits for the advisory lock of the next node in the ring (presence.nextPeer): PostgreSQL grants
+ * it the moment the peer's lock connection ends, which is when its process dies, and the watcher
+ * reaps then and there. Each wait lasts one heartbeat, so the ring follows nodes that join and
+ * leave. The slower paths stay: the heartbeat's lock probe covers a peer whose watcher is itself
+ * frozen or dead, and the lease covers a host that vanished while its connection lingers.
+ */
+class PeerWatch {
+  #stopped = false;
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly self: string,
+    private readonly waitMs: number,
+    private readonly reap: () => Promise<number>,
+    private readonly log: Logger,
+  ) {
+    void this.#loop();
+  }
+
+  async #loop(): Promise<void> {
+    while (!this.#stopped) {
+      try {
+        const peer = await presence.nextPeer(this.sql, this.self);
+        if (!peer) {
+          await delay(this.waitMs);
+          continue;
+        }
+        if (!await presence.awaitLockFree(this.sql, peer, this.waitMs) || this.#stopped) continue;
+        this.log.info("node.peer_gone", { peer: peer.id });
+        // Nothing reaped: another node is deleting it right now (its row is locked). Pause rather
+        // than spin on a lock that stays free until the row is gone.
+        if (await this.reap() === 0) await delay(Math.min(this.waitMs, 100));
+      } catch (error) {
+        if (this.#stopped) return;
+        this.log.warn("node.watch_failed", { error: String(error) });
+        await delay(this.waitMs);
+      }
+    }
+  }
+
+  /** Ends the wait under way by ending its connection. */
+  stop(): void {
+    this.#stopped = true;
+    this.sql.end({ timeout: 0 }).catch(() => {});
+  }
 }
 
 export interface Health {
@@ -82,6 +133,7 @@ export class NodeRuntime {
   #lastRenewal = performance.now();
   #beating = false;
   #draining = false;
+  #watch: PeerWatch | undefined;
 
   constructor(options: NodeOptions) {
     this.#o = options;
@@ -108,14 +160,31 @@ export class NodeRuntime {
   }
 
   startHeartbeat(): void {
-    this.#timer = setInterval(() => void this.beat(), this.#o.timing.heartbeatMs);
+    const { watchSql, node, timing, log } = this.#o;
+    this.#timer = setInterval(() => void this.beat(), timing.heartbeatMs);
+    if (watchSql) {
+      // A wait of at most a second: the ring follows nodes that join and leave that fast.
+      const waitMs = Math.min(timing.heartbeatMs, 1000);
+      this.#watch = new PeerWatch(watchSql, node.id, waitMs, () => this.#reap("watch"), log);
+    }
+  }
+
+  /** Deletes dead nodes with their sessions and tells contacts; returns how many it deleted. */
+  async #reap(by: "watch" | "heartbeat"): Promise<number> {
+    const { db, lockSql, node, log, chat } = this.#o;
+    const reaped = await presence.reapDeadNodes(db.sql, node.id, lockSql !== null);
+    if (reaped.nodes.length > 0) {
+      log.warn("node.reaped", { nodes: reaped.nodes, offline: reaped.offline.length, by });
+      await chat.wentOffline(reaped.offline);
+    }
+    return reaped.nodes.length;
   }
 
   /** One heartbeat: confirm the lock, renew the lease, reap the dead. Skipped while one runs. */
   async beat(): Promise<void> {
     if (this.#beating || this.#draining) return;
     this.#beating = true;
-    const { db, lockSql, node, timing, log, chat } = this.#o;
+    const { db, lockSql, node, timing, log } = this.#o;
     try {
       const heartbeatSql = lockSql ?? db.sql;
       const locked = lockSql ? await presence.holdNodeLock(lockSql, node) : true;
@@ -127,11 +196,7 @@ export class NodeRuntime {
       } else {
         this.#lastRenewal = performance.now();
       }
-      const reaped = await presence.reapDeadNodes(db.sql, node.id, lockSql !== null);
-      if (reaped.nodes.length > 0) {
-        log.warn("node.reaped", { nodes: reaped.nodes, offline: reaped.offline.length });
-        chat.wentOffline(reaped.offline);
-      }
+      await this.#reap("heartbeat");
     } catch (error) {
       log.warn("node.heartbeat_failed", { error: String(error) });
     } finally {
@@ -159,9 +224,13 @@ export class NodeRuntime {
   }
 
   /**
-   * The drain, in order: refuse new work, close every socket with 1001 and wait (bounded) for the
-   * closes, delete this node's sessions and row in one statement, tell contacts, close the bus,
-   * stop the HTTP server, end the pool. Idempotent: a second call returns the first one's promise.
+   * The drain, in order (DESIGN.md, Presence): refuse new logins and let those under way finish;
+   * end this node's sessions in the database and hand the offline to the bus; only then close every
+   * socket with 1001, so that a client reconnecting at once to another node finds itself offline
+   * there and contacts hear the offline before that reconnect's online (which the presence grace
+   * then absorbs); wait (bounded) for the closes; delete the node's row with anything left; close
+   * the bus, stop the HTTP server, end the pool. Idempotent: a second call returns the first one's
+   * promise.
    */
   #drain?: Promise<void>;
   drain(stopServer: () => Promise<void>): Promise<void> {
@@ -175,10 +244,28 @@ export class NodeRuntime {
     const left = () => timing.shutdownTimeoutMs - (performance.now() - started);
     this.#draining = true;
     clearInterval(this.#timer);
-    const sockets = registry.all();
-    log.info("node.draining", { sockets: sockets.length });
-    for (const socket of sockets) {
+    this.#watch?.stop();
+    log.info("node.draining", { sockets: registry.size });
+    await bounded(chat.closeLogins(), Math.max(0, Math.min(left() / 4, 2000)));
+    for (const socket of registry.all()) {
       // The node's sessions go in one statement below, not one per socket.
+      socket.sessionId = null;
+    }
+    try {
+      const offline = await bounded(
+        presence.endNodeSessions(db.sql, node.id),
+        Math.max(0, left() / 4),
+      );
+      if (offline) {
+        await bounded(chat.wentOffline(offline), Math.max(0, Math.min(left() / 8, 1000)));
+      }
+    } catch (error) {
+      // The database is away: the sockets still get 1001, and a device that resumes elsewhere
+      // replaces its session there (PROTOCOL.md, already_online).
+      log.error("node.drain_sessions_failed", { error: String(error) });
+    }
+    const sockets = registry.all();
+    for (const socket of sockets) {
       socket.sessionId = null;
       socket.close(CLOSE.goingAway, "This node is shutting down: reconnect");
     }
@@ -187,8 +274,9 @@ export class NodeRuntime {
       Math.max(0, Math.min(left() / 2, 3000)),
     );
     try {
-      const offline = await presence.resetNode(db.sql, node.id);
-      chat.wentOffline(offline);
+      // Sessions a login opened after the first step (there should be none) go with the row.
+      const late = await presence.resetNode(db.sql, node.id);
+      await chat.wentOffline(late);
     } catch (error) {
       log.error("node.drain_reset_failed", { error: String(error) });
     }

@@ -88,6 +88,7 @@ async function serve(config: Config, log: Logger): Promise<void> {
 
   const node = identity(config);
   const lockSql = db.dedicated("lock");
+  const watchSql = db.dedicated("watch");
   const bus: Bus = db.kind === "server"
     ? await PgBus.start(db.sql, db.dedicated("listen")!, log, node.id)
     : new MemoryBus();
@@ -106,6 +107,7 @@ async function serve(config: Config, log: Logger): Promise<void> {
   const runtime = await NodeRuntime.start({
     db,
     lockSql,
+    watchSql,
     node,
     timing: config,
     chat,

@@ -28,6 +28,8 @@ export class Metrics {
   readonly dbErrors: Counter;
   readonly badFrames: Counter<"code">;
   readonly httpRequests: Counter<"method" | "status">;
+  readonly presenceHeld: Gauge;
+  readonly presencePushed: Counter<"online">;
 
   constructor(gauges: Gauges) {
     const registers = [this.registry];
@@ -85,6 +87,18 @@ export class Metrics {
       name: "parley_http_requests_total",
       help: "HTTP requests by method and status",
       labelNames: ["method", "status"],
+      registers,
+    });
+    this.presenceHeld = new Gauge({
+      name: "parley_presence_offline_held",
+      help:
+        "Offline presence changes held back for PRESENCE_GRACE_MS, cancelled if the user returns",
+      registers,
+    });
+    this.presencePushed = new Counter({
+      name: "parley_presence_pushed_total",
+      help: "Presence changes pushed to this node's contacts of the user, by online",
+      labelNames: ["online"],
       registers,
     });
     new Gauge({

@@ -69,9 +69,18 @@ export class Accounts {
     return { id: row.id, name: row.name };
   }
 
-  /** A new token for `userId`: 32 random bytes, of which only the SHA-256 digest is stored. */
-  async issueToken(userId: number): Promise<string> {
-    const token = randomBytes(32).toString("base64url");
+  /** A fresh token, not stored yet: 32 random bytes. */
+  static newToken(): string {
+    return randomBytes(32).toString("base64url");
+  }
+
+  /** The device a token names, as sessions record it: the token's SHA-256 digest. */
+  static device(token: string): Uint8Array {
+    return digest(token);
+  }
+
+  /** Stores `token` (a new one by default) for `userId`; only its SHA-256 digest is kept. */
+  async issueToken(userId: number, token: string = Accounts.newToken()): Promise<string> {
     await q.insertToken(this.sql, digest(token), userId, this.tokenTtlMs);
     return token;
   }

@@ -77,6 +77,9 @@ export interface ChatOptions {
   registrations: SlidingWindow;
 }
 
+const shuttingDown = () =>
+  new ChatError("unavailable", "This node is shutting down: reconnect to another node");
+
 const rateLimited = (waitMs: number, what: string) =>
   new ChatError("rate_limited", `Too many ${what}: retry in ${Math.ceil(waitMs / 1000)} s`, waitMs);
 
@@ -94,6 +97,9 @@ export class Chat {
   readonly #acks: AckBatcher;
   readonly #deliveryHandlers: ((items: Delivery[]) => void)[] = [];
   readonly #registrations: SlidingWindow;
+  #loginsClosed = false;
+  #loginsRunning = 0;
+  #loginsSettled: (() => void) | undefined;
 
   constructor(options: ChatOptions) {
     this.#loginFailures = options.loginFailures;
@@ -110,8 +116,8 @@ export class Chat {
   }
 
   /** Publishes after commit; a lost notification is recovered by the resync, so it never fails a request. */
-  #tell(...events: BusEvent[]): void {
-    this.#bus.publish(...events).catch((error) =>
+  #tell(...events: BusEvent[]): Promise<void> {
+    return this.#bus.publish(...events).catch((error) =>
       this.#log.warn("bus.publish_failed", { error, kind: events[0]?.type })
     );
   }
@@ -154,19 +160,45 @@ export class Chat {
     }
   }
 
-  /** Checks credentials and opens a session on this node under the login policy. */
+  /**
+   * Checks credentials and opens a session on this node under the login policy. A session is
+   * tied to its device (token): a password login over WebSocket gets its new token first, so that
+   * the same device can later resume through any node even while its old session lingers.
+   */
   async login(
     credentials: Credentials,
     transport: presence.Transport,
     address: string,
   ): Promise<LoggedIn> {
+    if (this.#loginsClosed) throw shuttingDown();
+    this.#loginsRunning++;
+    try {
+      return await this.#login(credentials, transport, address);
+    } finally {
+      if (--this.#loginsRunning === 0) this.#loginsSettled?.();
+    }
+  }
+
+  async #login(
+    credentials: Credentials,
+    transport: presence.Transport,
+    address: string,
+  ): Promise<LoggedIn> {
     const user = await this.authenticate(credentials, address);
+    // Only WebSocket clients can resume with a token; a course client over TCP cannot use one.
+    const token = "token" in credentials
+      ? credentials.token
+      : transport === "ws"
+      ? Accounts.newToken()
+      : null;
+    if (this.#loginsClosed) throw shuttingDown();
     const opened = await presence.openSession(
       this.#sql,
       this.#node,
       user.id,
       transport,
       this.#policy,
+      token === null ? null : Accounts.device(token),
     );
     if (!opened) {
       throw new ChatError(
@@ -181,13 +213,25 @@ export class Chat {
       this.#tell({ type: "kick", sessions: opened.replaced.map((r) => r.id) });
     }
     if (opened.cameOnline) this.#tell({ type: "presence", user: user.id, online: true });
-    // Only WebSocket clients can resume with a token; a course client over TCP cannot use one.
-    const token = "token" in credentials
-      ? credentials.token
-      : transport === "ws"
-      ? await this.accounts.issueToken(user.id)
-      : null;
+    if (token !== null && !("token" in credentials)) {
+      try {
+        await this.accounts.issueToken(user.id, token);
+      } catch (error) {
+        await this.endSession(opened.sessionId).catch(() => {});
+        throw error;
+      }
+    }
     return { user, token, sessionId: opened.sessionId };
+  }
+
+  /**
+   * The drain's first step: every later login is refused (`unavailable`), and this resolves once
+   * the logins already under way have finished, so that their sessions exist to be ended.
+   */
+  closeLogins(): Promise<void> {
+    this.#loginsClosed = true;
+    if (this.#loginsRunning === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#loginsSettled = resolve);
   }
 
   /** Ends a session (socket closed, logout, or drain); tells contacts when it was the last one. */
@@ -202,9 +246,12 @@ export class Chat {
   }
 
   /** Publishes presence-offline for users who lost their last session some other way (reaper, reset). */
-  wentOffline(users: readonly number[]): void {
+  wentOffline(users: readonly number[]): Promise<void> {
+    if (users.length === 0) return Promise.resolve();
     // One publish for them all: a drain or a reaped node may leave thousands offline at once.
-    this.#tell(...users.map((user) => ({ type: "presence" as const, user, online: false })));
+    // Resolves once handed to the bus (never rejects): the drain waits for it before any socket
+    // hears 1001, so that contacts hear the offline before the online of the reconnect.
+    return this.#tell(...users.map((user) => ({ type: "presence" as const, user, online: false })));
   }
 
   async overview(

@@ -93,6 +93,9 @@ function connectServer(url: string, options: ConnectOptions): Database {
       const client = postgres(url, {
         ...clientOptions(`${appName}:${name}`, log, 1),
         idle_timeout: 0,
+        // Never recycled: ending the lock's connection would free the node's lock, and the other
+        // nodes would take the node for dead.
+        max_lifetime: null,
       }) as unknown as Sql;
       extra.push(client);
       return client;

@@ -117,20 +117,24 @@ export class Hub {
    */
   #presence(user: number, online: boolean): void {
     const pending = this.#pendingOffline.get(user);
+    const metrics = this.#o.metrics;
     if (online) {
       if (pending !== undefined) {
         clearTimeout(pending);
         this.#pendingOffline.delete(user);
+        metrics.presenceHeld.dec();
         return;
       }
       this.#run("presence", () => this.#pushPresence(user, true));
       return;
     }
     if (pending !== undefined) return;
+    metrics.presenceHeld.inc();
     this.#pendingOffline.set(
       user,
       setTimeout(() => {
         this.#pendingOffline.delete(user);
+        metrics.presenceHeld.dec();
         this.#run("presence", async () => {
           if (!await this.#o.chat.isOnline(user)) await this.#pushPresence(user, false);
         });
@@ -140,6 +144,7 @@ export class Hub {
 
   async #pushPresence(user: number, online: boolean): Promise<void> {
     if (this.#o.registry.sessions === 0) return;
+    this.#o.metrics.presencePushed.inc({ online: String(online) });
     for (const contact of await this.#o.chat.contactsOf(user)) {
       for (const socket of this.#o.registry.byUser(contact)) {
         socket.notify({ type: "presence", user, online });
@@ -220,6 +225,7 @@ export class Hub {
   stop(): void {
     this.#stopped = true;
     for (const timer of this.#pendingOffline.values()) clearTimeout(timer);
+    this.#o.metrics.presenceHeld.dec(this.#pendingOffline.size);
     this.#pendingOffline.clear();
   }
 }

@@ -38,6 +38,11 @@ export interface ReapedNodes {
  * Opens a session for `userId` on `node` under `policy`. The user's row is locked for the
  * transaction, so two logins of one user, on one node or two, are decided one after the other:
  * under `reject` exactly one of them succeeds. Null when `reject` refuses.
+ *
+ * `device` is the digest of the login token the session is opened with (null without one). Under
+ * `reject`, a live session of that same device does not count against the login: the device is
+ * resuming after its socket dropped or its node drained, and the old session is replaced (its node
+ * closes the old socket if it is still open) rather than refused.
  */
 export async function openSession(
   sql: Sql,
@@ -45,20 +50,28 @@ export async function openSession(
   userId: number,
   transport: Transport,
   policy: LoginPolicy,
+  device: Uint8Array | null = null,
 ): Promise<OpenedSession | "node_unregistered" | null> {
   return await transaction(sql, async (tx) => {
     await tx`select 1 from users where id = ${userId} for update`;
-    const live = await liveSessions(tx, userId);
-    if (live.length > 0 && policy === "reject") return null;
+    const live = await tx<{ id: number; same: boolean }[]>`
+      select s.id, coalesce(s.token_hash = ${device}::bytea, false) as same
+        from sessions s join nodes n on n.id = s.node_id and n.epoch = s.epoch
+       where s.user_id = ${userId} and n.expires_at > now()`;
+    if (policy === "reject" && live.some((s) => !s.same)) return null;
     const replaced = policy === "takeover"
       ? await tx<{ id: number; node: string }[]>`
           delete from sessions where user_id = ${userId} returning id, node_id as node`
+      : policy === "reject" && device !== null
+      ? await tx<{ id: number; node: string }[]>`
+          delete from sessions where user_id = ${userId} and token_hash = ${device}::bytea
+          returning id, node_id as node`
       : [];
     // Only while this incarnation of the node is registered: a node the others reaped must not
     // open sessions that nothing would count or clean up.
     const [row] = await tx<{ id: number }[]>`
-      insert into sessions (user_id, node_id, epoch, transport)
-      select ${userId}, ${node.id}, ${node.epoch}, ${transport}
+      insert into sessions (user_id, node_id, epoch, transport, token_hash)
+      select ${userId}, ${node.id}, ${node.epoch}, ${transport}, ${device}::bytea
        where exists (select 1 from nodes where id = ${node.id} and epoch = ${node.epoch})
       returning id`;
     if (!row) return "node_unregistered";
@@ -89,10 +102,17 @@ export async function onlineAmong(sql: Querier, userIds: readonly number[]): Pro
   return new Set(rows.map((r) => r.user_id));
 }
 
-async function liveSessions(sql: Querier, userId: number) {
-  return await sql<{ id: number }[]>`
-    select s.id from sessions s join nodes n on n.id = s.node_id and n.epoch = s.epoch
-     where s.user_id = ${userId} and n.expires_at > now()`;
+/**
+ * The drain's first step: deletes this node's sessions but keeps its row (and lease), and returns
+ * the users who are offline now. Done before any socket hears 1001, so that a client reconnecting
+ * at once to another node finds itself offline there.
+ */
+export async function endNodeSessions(sql: Sql, nodeId: string): Promise<number[]> {
+  return await transaction(sql, async (tx) => {
+    const gone = await tx<{ user_id: number }[]>`
+      delete from sessions where node_id = ${nodeId} returning user_id`;
+    return await stillOffline(tx, gone.map((r) => r.user_id));
+  });
 }
 
 /**
@@ -241,4 +261,41 @@ export async function reapDeadNodes(
     await tx`delete from nodes where id = any(${ids}::text[])`;
     return { nodes: ids, offline: await stillOffline(tx, gone.map((g) => g.user_id)) };
   });
+}
+
+export interface Peer {
+  id: string;
+  lockKey: number;
+}
+
+/**
+ * The node this one watches: the next id after `self` in the ring of registered nodes, so that
+ * every node is watched by one other while two or more live. Null when `self` is alone.
+ */
+export async function nextPeer(sql: Querier, self: string): Promise<Peer | null> {
+  const [row] = await sql<{ id: string; lock_key: number }[]>`
+    select id, lock_key from nodes where id <> ${self}
+     order by id <= ${self}, id
+     limit 1`;
+  return row ? { id: row.id, lockKey: row.lock_key } : null;
+}
+
+/**
+ * Waits up to `ms` for `peer`'s advisory lock to be free: PostgreSQL grants it to this waiter the
+ * moment the connection holding it ends, which is when the peer's process dies. The lock is taken
+ * for a transaction only and released at once. True when it was free (the peer is dead), false
+ * when the wait ran out (the peer is alive).
+ */
+export async function awaitLockFree(sql: Sql, peer: Peer, ms: number): Promise<boolean> {
+  try {
+    await transaction(sql, async (tx) => {
+      await tx`select set_config('lock_timeout', ${`${Math.max(1, Math.round(ms))}ms`}, true)`;
+      await tx`select pg_advisory_xact_lock(${LOCK_NAMESPACE}::int, ${peer.lockKey}::int)`;
+    });
+    return true;
+  } catch (error) {
+    // lock_not_available: the wait ran out while the holder lives.
+    if ((error as { code?: string })?.code === "55P03") return false;
+    throw error;
+  }
 }
