@@ -18,7 +18,8 @@ export interface Profile {
   logins: { users: number; passwordConcurrency: number };
   idle: { connections: number };
   sigterm: { connections: number };
-  sigkill: { users: number; survivors: number; lease: boolean };
+  /** `kills`: SIGKILLs in a row, each of a freshly filled node; the figure is their median. */
+  sigkill: { users: number; survivors: number; lease: boolean; kills: number };
 }
 
 export const PROFILES: Record<Profile["name"], Profile> = {
@@ -34,7 +35,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     logins: { users: 1000, passwordConcurrency: 50 },
     idle: { connections: 10_000 },
     sigterm: { connections: 5000 },
-    sigkill: { users: 1000, survivors: 10, lease: true },
+    sigkill: { users: 1000, survivors: 10, lease: true, kills: 7 },
   },
   quick: {
     name: "quick",
@@ -48,7 +49,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     logins: { users: 200, passwordConcurrency: 50 },
     idle: { connections: 2000 },
     sigterm: { connections: 1000 },
-    sigkill: { users: 200, survivors: 5, lease: true },
+    sigkill: { users: 200, survivors: 5, lease: true, kills: 5 },
   },
   tiny: {
     name: "tiny",
@@ -62,7 +63,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     logins: { users: 10, passwordConcurrency: 5 },
     idle: { connections: 20 },
     sigterm: { connections: 20 },
-    sigkill: { users: 10, survivors: 2, lease: false },
+    sigkill: { users: 10, survivors: 2, lease: false, kills: 2 },
   },
 };
 

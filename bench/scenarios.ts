@@ -29,7 +29,7 @@ import {
   startNode,
   startRawRelay,
 } from "./servers.ts";
-import { concat, mergeCounts, perSec, spread, sum } from "./stats.ts";
+import { concat, mergeCounts, percentile, perSec, spread, sum } from "./stats.ts";
 
 export type Entry = Record<string, unknown> & { name: string };
 
@@ -888,7 +888,21 @@ export async function sigkill(ctx: Context): Promise<Entry[]> {
         };
       };
 
-      const entries: Entry[] = [await once("a", "SIGKILL")];
+      // One kill is one draw of where the survivor's watcher and heartbeat stood: the median of
+      // several is the figure.
+      const kills: Entry[] = [];
+      for (let k = 1; k <= p.kills; k++) kills.push(await once(`a${k}`, "SIGKILL"));
+      const each = kills.map((e) => e.offlineAfterMs as number | null);
+      const measured = each.filter((v): v is number => v !== null).sort((x, y) => x - y);
+      const entries: Entry[] = [{
+        ...kills[kills.length - 1],
+        kills: kills.length,
+        offlineAfterMs: measured.length === kills.length ? percentile(measured, 50) : null,
+        offlineAfterMsEach: each,
+        offlineAfterMsMax: measured.length > 0 ? measured[measured.length - 1] : null,
+        onlineBefore: Math.min(...kills.map((e) => e.onlineBefore as number)),
+        survivorsOnlineAfter: Math.min(...kills.map((e) => e.survivorsOnlineAfter as number)),
+      }];
       // The lock-free path: a frozen process keeps its connection, so only the lease expires it,
       // as when a host vanishes or the network is cut.
       if (p.lease) entries.push(await once("a2", "SIGSTOP"));

@@ -104,8 +104,8 @@ function describe(e: Entry): [string, string, string] {
       return [
         `sigkill ${e.detection}`,
         `${n(e.users)} users, ${e.signal}, 2nd node alive`,
-        `offline after ${
-          msOf(e.offlineAfterMs)
+        `offline after ${msOf(e.offlineAfterMs)}${
+          e.kills ? ` (median of ${e.kills}, max ${msOf(e.offlineAfterMsMax)})` : ""
         }; survivors online ${e.survivorsOnlineAfter}/${e.survivors}`,
       ];
     default:
