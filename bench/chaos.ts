@@ -381,12 +381,13 @@ async function injectFaults(
   until: number,
   t0: number,
   faults: Fault[],
+  stop: AbortSignal,
 ): Promise<void> {
   const kinds = ["sigkill", "sigterm", "sigstop", "cut", ...(pg.restart ? ["pg_restart"] : [])];
   const between = (lo: number, hi: number) => Math.round(lo + random() * (hi - lo));
-  while (Date.now() < until) {
+  while (Date.now() < until && !stop.aborted) {
     await sleep(between(2000, 6000));
-    if (Date.now() >= until) break;
+    if (Date.now() >= until || stop.aborted) break;
     const kind = kinds[Math.floor(random() * kinds.length)];
     const node = nodes[Math.floor(random() * nodes.length)];
     const fault: Fault = { at: Date.now() - t0, kind };
@@ -464,7 +465,12 @@ function merge(into: Record<string, number>, from: Record<string, number>) {
   for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
 }
 
-export async function runChaos(options: Options, log: (l: string) => void): Promise<Report> {
+/** Runs the chaos; `stop` ends the faults early, and the run settles and checks as usual. */
+export async function runChaos(
+  options: Options,
+  log: (l: string) => void,
+  stop: AbortSignal = new AbortController().signal,
+): Promise<Report> {
   const random = rng(options.seed);
   const load = await Deno.readTextFile("/proc/loadavg").catch(() => "");
   const pg = await providePostgres(log);
@@ -516,7 +522,7 @@ export async function runChaos(options: Options, log: (l: string) => void): Prom
 
     const faults: Fault[] = [];
     const until = Date.now() + options.seconds * 1000;
-    await injectFaults(nodes, pg, random, until, t0, faults);
+    await injectFaults(nodes, pg, random, until, t0, faults, stop);
     log(`chaos: ${faults.length} faults done; settling`);
 
     // Every node back up and serving; then no new messages, and outstanding ones answered.
@@ -682,7 +688,15 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   const log = (line: string) => console.error(`[chaos] ${line}`);
-  const report = await runChaos(options, log);
+  // A first SIGINT or SIGTERM ends the faults and lets the run settle, check and clean up.
+  const stop = new AbortController();
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => {
+      log(`${signal}: no more faults; settling, checking and cleaning up`);
+      stop.abort();
+    });
+  }
+  const report = await runChaos(options, log, stop.signal);
   const out = options.out ??
     new URL(`./results/chaos-${report.startedAt.replaceAll(":", "-")}.json`, import.meta.url)
       .pathname;
