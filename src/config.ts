@@ -43,6 +43,16 @@ const origins = z.string().transform((s) => s.split(",").map((o) => o.trim()).fi
   )
   .transform((list) => list.map((o) => new URL(o).origin));
 
+/** `nats://host:port`, one or more separated by commas: the servers of one NATS cluster. */
+const natsServers = z.string().transform((s) => s.split(",").map((u) => u.trim())).pipe(
+  z.array(
+    z.string().refine((u) => {
+      const m = /^nats:\/\/([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})\/?$/.exec(u);
+      return m !== null && Number(m[2]) >= 1 && Number(m[2]) <= 65535;
+    }, "expected nats://host:port, several separated by commas"),
+  ),
+);
+
 const setting = <T>(s: Setting<T>): Setting<T> => s;
 
 /** The table of settings; the README's configuration table is checked against it by a test. */
@@ -187,6 +197,12 @@ export const SETTINGS = {
     meaning: "port for the course client's TCP protocol; empty turns it off",
     schema: port.optional(),
   }),
+  busUrl: setting({
+    name: "BUS_URL",
+    default: "",
+    meaning: "NATS servers for the bus, nats://host:port, comma-separated; empty: LISTEN/NOTIFY",
+    schema: natsServers.optional(),
+  }),
   logLevel: setting({
     name: "LOG_LEVEL",
     default: "info",
@@ -234,6 +250,13 @@ export function loadConfig(
   if (config.nodeTtlMs < 2 * config.heartbeatMs) {
     throw new ConfigError(
       `Invalid NODE_TTL_MS "${config.nodeTtlMs}": expected at least twice HEARTBEAT_MS (${config.heartbeatMs})`,
+    );
+  }
+  if (config.busUrl && !config.databaseUrl) {
+    throw new ConfigError(
+      `Invalid BUS_URL "${
+        config.busUrl.join(",")
+      }": a NATS bus needs DATABASE_URL, since the embedded database serves one node`,
     );
   }
   return Object.freeze(config);

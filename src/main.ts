@@ -25,6 +25,7 @@ import { countWaiting } from "./db/queries/chat.ts";
 import type { Bus } from "./realtime/bus.ts";
 import { MemoryBus } from "./realtime/bus/memory.ts";
 import { PgBus } from "./realtime/bus/postgres.ts";
+import { NatsBus } from "./realtime/bus/nats.ts";
 import { Registry } from "./realtime/registry.ts";
 import { ChatSocket } from "./realtime/socket.ts";
 import { Hub } from "./realtime/hub.ts";
@@ -89,9 +90,22 @@ async function serve(config: Config, log: Logger): Promise<void> {
   const node = identity(config);
   const lockSql = db.dedicated("lock");
   const watchSql = db.dedicated("watch");
-  const bus: Bus = db.kind === "server"
-    ? await PgBus.start(db.sql, db.dedicated("listen")!, log, node.id)
-    : new MemoryBus();
+  // Built before the bus, which counts into it; gauges read the runtime when scraped, once it exists.
+  const live: { runtime?: NodeRuntime } = {};
+  const registry = new Registry();
+  const metrics = new Metrics({
+    sockets: () => registry.size,
+    sessions: () => registry.sessions,
+    draining: () => live.runtime?.draining ?? false,
+    heartbeatAgeSeconds: () => (live.runtime?.health().heartbeatAgeMs ?? 0) / 1000,
+    waiting: async () => (await bounded(countWaiting(db.sql).catch(() => null), 1000)) ?? null,
+  });
+  const received = (kind: string) => metrics.busMessagesReceived.inc({ kind });
+  const bus: Bus = config.busUrl
+    ? await NatsBus.start({ servers: config.busUrl, sql: db.sql, log, nodeId: node.id, received })
+    : db.kind === "server"
+    ? await PgBus.start(db.sql, db.dedicated("listen")!, log, node.id, received)
+    : new MemoryBus(received);
   const accounts = new Accounts(db.sql, config.tokenTtlMs);
   const chat = new Chat({
     sql: db.sql,
@@ -103,7 +117,6 @@ async function serve(config: Config, log: Logger): Promise<void> {
     loginFailures: new SlidingWindow(config.loginFailuresPerMin),
     registrations: new SlidingWindow(config.registrationsPerMin),
   });
-  const registry = new Registry();
   const runtime = await NodeRuntime.start({
     db,
     lockSql,
@@ -115,13 +128,7 @@ async function serve(config: Config, log: Logger): Promise<void> {
     registry,
     log,
   });
-  const metrics = new Metrics({
-    sockets: () => registry.size,
-    sessions: () => registry.sessions,
-    draining: () => runtime.draining,
-    heartbeatAgeSeconds: () => runtime.health().heartbeatAgeMs / 1000,
-    waiting: async () => (await bounded(countWaiting(db.sql).catch(() => null), 1000)) ?? null,
-  });
+  live.runtime = runtime;
   const hub = new Hub({
     chat,
     bus,
@@ -146,7 +153,9 @@ async function serve(config: Config, log: Logger): Promise<void> {
       const dbOk = await bounded(db.sql`select 1`.then(() => true, () => false), 1000) ?? false;
       if (!dbOk) return { ok: false, draining: false, reason: "database unreachable" };
       if (!h.ok) return { ok: false, draining: false, reason: "heartbeat stale" };
-      return { ok: true, draining: false };
+      // A bus that is down leaves the node serving (sends commit, logins catch up, resync follows
+      // the reconnect), so it is reported, not failed: restarting the node would not bring it back.
+      return { ok: true, draining: false, bus: bus.state };
     },
     draining: () => runtime.draining,
     metrics,

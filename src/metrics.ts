@@ -25,6 +25,7 @@ export class Metrics {
   readonly sendPushSeconds: Histogram;
   readonly busEvents: Counter<"type">;
   readonly busResyncs: Counter;
+  readonly busMessagesReceived: Counter<"kind">;
   readonly dbErrors: Counter;
   readonly badFrames: Counter<"code">;
   readonly httpRequests: Counter<"method" | "status">;
@@ -65,6 +66,13 @@ export class Metrics {
       name: "parley_bus_events_total",
       help: "Bus events received, by type",
       labelNames: ["type"],
+      registers,
+    });
+    this.busMessagesReceived = new Counter({
+      name: "parley_bus_messages_received_total",
+      help:
+        "Messages this node took in from the bus, by kind (their events' type; invalid for ones that did not decode)",
+      labelNames: ["kind"],
       registers,
     });
     this.busResyncs = new Counter({

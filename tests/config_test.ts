@@ -69,6 +69,7 @@ const BAD: Record<string, string> = {
   TOKEN_TTL_MS: "forever",
   ALLOWED_ORIGINS: "not a url",
   LEGACY_TCP_PORT: "-1",
+  BUS_URL: "http://127.0.0.1:4222",
   LOG_LEVEL: "loud",
 };
 

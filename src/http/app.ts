@@ -35,7 +35,7 @@ export interface AppOptions {
   idleTimeoutMs: number;
   /** Open sockets on this node. */
   connections: () => number;
-  health: () => Promise<{ ok: boolean; draining: boolean; reason?: string }>;
+  health: () => Promise<{ ok: boolean; draining: boolean; reason?: string; bus?: string }>;
   /** Cheap, for every upgrade: no database round trip. */
   draining: () => boolean;
   createSocket: (socket: SocketLike, remote: string) => ChatSocket;
@@ -98,6 +98,7 @@ export function createApp(o: AppOptions): Hono {
         status: h.ok ? "ok" : "unavailable",
         node: o.nodeId,
         draining: h.draining,
+        ...(h.bus ? { bus: h.bus } : {}),
         ...(h.reason ? { reason: h.reason } : {}),
       },
       h.ok ? 200 : 503,

@@ -41,18 +41,100 @@ export type BusEvent =
 
 export type BusHandler = (event: BusEvent) => void;
 
+/** Counts each message a node takes in from the bus, by kind (its events' type). */
+export type BusReceived = (kind: string) => void;
+
+/**
+ * Who an event is for, as the nodes that must hear of it: those holding a session of one of
+ * `users`, of a member of one of `groups`, of a contact (friend or fellow group member) of one of
+ * `contactsOf`, or one of `sessions`. The parts add up. Engines that route (NATS) resolve it
+ * against the sessions table after the commit; the others hand every event to every node, so an
+ * audience only ever narrows who receives an event, never widens it.
+ *
+ * The audience is read after the commit the event describes, so name who must hear of it in the
+ * state after that commit: a user who just left a group is no longer among its members, so name
+ * that user in `users` as well.
+ */
+export interface Audience {
+  users?: readonly number[];
+  groups?: readonly number[];
+  contactsOf?: readonly number[];
+  sessions?: readonly number[];
+}
+
+/**
+ * The routing table: every event type says here who it is for. A new event type must add its case
+ * (the compiler insists), so the NATS bus never silently drops it.
+ */
+export function audienceOf(event: BusEvent): Audience {
+  switch (event.type) {
+    case "presence":
+      return { contactsOf: [event.user] };
+    case "kick":
+      return { sessions: event.sessions };
+    case "messages":
+      return mergeAudiences(event.items.map(deliveryAudience));
+    case "message.refs":
+      return { users: event.recipients };
+    case "friend":
+      return { users: [event.user, event.friend] };
+    case "member":
+      return { groups: [event.group], users: [event.user] };
+    case "unfriend":
+      return { users: [event.user, event.friend] };
+    case "member.left":
+      // The leaver is no longer among the members: named for its other devices.
+      return { groups: [event.group], users: [event.user] };
+    case "typing":
+      // A group's nodes are found by the group, cheaper than by a long list of its members.
+      return "group" in event.to ? { groups: [event.to.group] } : { users: event.recipients };
+    default: {
+      const unrouted: never = event;
+      throw new Error(`Bus event ${JSON.stringify(unrouted)} has no audience`);
+    }
+  }
+}
+
+/** One message's audience: the group's members, or the two users (the sender's other devices). */
+export function deliveryAudience({ message }: Delivery): Audience {
+  return "group" in message.to
+    ? { groups: [message.to.group] }
+    : { users: [message.to.user, message.from.id] };
+}
+
+function mergeAudiences(list: Audience[]): Audience {
+  const out: Required<Audience> = { users: [], groups: [], contactsOf: [], sessions: [] };
+  for (const a of list) {
+    for (const key of ["users", "groups", "contactsOf", "sessions"] as const) {
+      if (a[key]) (out[key] as number[]).push(...a[key]);
+    }
+  }
+  return out;
+}
+
+/**
+ * What healthz and the logs say about the bus: `connected`; `connecting` (never connected yet);
+ * `disconnected` (was connected, reconnecting now: events published meanwhile are dropped and the
+ * resync after reconnecting makes up for them); `closed`.
+ */
+export type BusState = "connected" | "connecting" | "disconnected" | "closed";
+
 /**
  * Guarantees: `publish` resolves once its events have been handed to the bus, in order (call it
- * only after the transaction they describe has committed). Every subscriber on every node receives
- * each event at most once, in publish order per publisher, while its connection to the bus is up;
- * a `messages` event may skip the node it came from, which delivers those messages itself. Events
- * published while a node's connection is down are lost to that node: `onResync` then fires when
- * the connection is back, and the node catches up from the tables.
+ * only after the transaction they describe has committed). Every node in an event's audience
+ * (`audienceOf`) receives it at most once, in publish order per publisher, while its connection to
+ * the bus is up; nodes outside it may receive it too (the PostgreSQL and memory engines give every
+ * event to every node), so handlers filter by the sockets they hold. A `messages` event may skip
+ * the node it came from, which delivers those messages itself. An event can be lost while a node's
+ * or the publisher's connection is down: `onResync` then fires on every node that may have missed
+ * something once the bus is back, and the node catches up from the tables, so a lost event costs
+ * latency, never a message.
  */
 export interface Bus {
   publish(...events: BusEvent[]): Promise<void>;
   subscribe(handler: BusHandler): void;
   /** Called after the bus (re)connected having possibly missed events, not on the first connect. */
   onResync(handler: () => void): void;
+  readonly state: BusState;
   close(): Promise<void>;
 }

@@ -2,16 +2,23 @@
  * @module The in-process bus: one node, so every event is delivered to its own subscribers, on a
  * later task so that publishing never runs a subscriber inside the publisher's call.
  */
-import type { Bus, BusEvent, BusHandler } from "../bus.ts";
+import type { Bus, BusEvent, BusHandler, BusReceived, BusState } from "../bus.ts";
 
 export class MemoryBus implements Bus {
   #handlers: BusHandler[] = [];
   #closed = false;
 
+  constructor(private readonly received: BusReceived = () => {}) {}
+
+  get state(): BusState {
+    return this.#closed ? "closed" : "connected";
+  }
+
   publish(...events: BusEvent[]): Promise<void> {
     if (this.#closed) return Promise.resolve();
     queueMicrotask(() => {
       for (const event of events) {
+        this.received(event.type);
         for (const handler of this.#handlers) handler(event);
       }
     });

@@ -4,7 +4,7 @@
  */
 import type { Sql } from "../../db/connect.ts";
 import type { Logger } from "../../log.ts";
-import type { Bus, BusEvent, BusHandler } from "../bus.ts";
+import type { Bus, BusEvent, BusHandler, BusReceived, BusState } from "../bus.ts";
 
 const CHANNEL = "parley";
 /** NOTIFY refuses payloads of 8000 bytes or more. */
@@ -15,20 +15,36 @@ export class PgBus implements Bus {
   #resync: (() => void)[] = [];
   #listens = 0;
   #unlisten?: () => Promise<void>;
+  #closed = false;
 
   private constructor(
     private readonly sql: Sql,
     private readonly listenSql: Sql,
     private readonly log: Logger,
     private readonly nodeId: string,
+    private readonly received: BusReceived,
   ) {}
+
+  /**
+   * `connected` until closed: postgres.js re-listens on its own and says so only once it has, so a
+   * lost LISTEN connection shows as the database being unreachable, which healthz checks anyway.
+   */
+  get state(): BusState {
+    return this.#closed ? "closed" : "connected";
+  }
 
   /**
    * Starts listening. `sql` publishes; `listenSql` is a client of its own, since postgres.js keeps
    * LISTEN on a dedicated connection and re-listens after it reconnects.
    */
-  static async start(sql: Sql, listenSql: Sql, log: Logger, nodeId: string): Promise<PgBus> {
-    const bus = new PgBus(sql, listenSql, log, nodeId);
+  static async start(
+    sql: Sql,
+    listenSql: Sql,
+    log: Logger,
+    nodeId: string,
+    received: BusReceived = () => {},
+  ): Promise<PgBus> {
+    const bus = new PgBus(sql, listenSql, log, nodeId, received);
     const meta = await listenSql.listen(
       CHANNEL,
       (payload) => bus.#deliver(payload),
@@ -51,9 +67,13 @@ export class PgBus implements Bus {
     // New messages this node committed were delivered to its own sockets already: skip its own
     // message payloads unread, by their prefix, rather than parse them to find that out.
     if (payload.startsWith("m:")) {
+      this.received("messages");
       const bar = payload.indexOf("|");
       if (payload.slice(2, bar) === this.nodeId) return;
       payload = payload.slice(bar + 1);
+    } else {
+      // The kind is the first event's type, read without parsing: `[{"type":"presence",...`.
+      this.received(/^\[\{"type":"([a-z.]+)"/.exec(payload)?.[1] ?? "unknown");
     }
     let events: BusEvent[];
     try {
@@ -83,6 +103,7 @@ export class PgBus implements Bus {
   }
 
   async close(): Promise<void> {
+    this.#closed = true;
     await this.#unlisten?.().catch(() => {});
   }
 }
