@@ -5,7 +5,17 @@
 
 import { freePort } from "./server.ts";
 
-const BINARY = Deno.env.get("NATS_SERVER") ?? "nats-server";
+/** NATS_SERVER, else Debian's (in /usr/sbin, which a non-root PATH may lack), else from PATH. */
+const BINARY = Deno.env.get("NATS_SERVER") ??
+  (exists("/usr/sbin/nats-server") ? "/usr/sbin/nats-server" : "nats-server");
+
+function exists(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
 
 interface Member {
   name: string;
