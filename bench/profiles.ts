@@ -14,6 +14,8 @@ export interface Profile {
   direct: { users: number; messages: number; windows: number[]; warmupPerSender: number };
   latency: { users: number; msgsPerSec: number; durationMs: number; drainMs: number };
   cross: { users: number; messages: number; window: number };
+  /** Three nodes: `users` in pairs across A and B, `idle` users on C; once per bus. */
+  cluster: { users: number; idle: number; messages: number; window: number };
   group: { members: number; messages: number; senders: number; window: number };
   logins: { users: number; passwordConcurrency: number };
   idle: { connections: number };
@@ -31,6 +33,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     direct: { users: 100, messages: 20_000, windows: [1, 8], warmupPerSender: 20 },
     latency: { users: 100, msgsPerSec: 5000, durationMs: 10_000, drainMs: 120_000 },
     cross: { users: 100, messages: 20_000, window: 8 },
+    cluster: { users: 100, idle: 50, messages: 20_000, window: 8 },
     group: { members: 200, messages: 200, senders: 10, window: 1 },
     logins: { users: 1000, passwordConcurrency: 50 },
     idle: { connections: 10_000 },
@@ -45,6 +48,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     direct: { users: 100, messages: 10_000, windows: [1, 8], warmupPerSender: 10 },
     latency: { users: 100, msgsPerSec: 5000, durationMs: 3000, drainMs: 30_000 },
     cross: { users: 100, messages: 10_000, window: 8 },
+    cluster: { users: 100, idle: 50, messages: 10_000, window: 8 },
     group: { members: 100, messages: 200, senders: 10, window: 1 },
     logins: { users: 200, passwordConcurrency: 50 },
     idle: { connections: 2000 },
@@ -59,6 +63,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     direct: { users: 10, messages: 200, windows: [1, 8], warmupPerSender: 2 },
     latency: { users: 10, msgsPerSec: 200, durationMs: 1000, drainMs: 10_000 },
     cross: { users: 10, messages: 200, window: 8 },
+    cluster: { users: 10, idle: 4, messages: 200, window: 8 },
     group: { members: 6, messages: 20, senders: 2, window: 1 },
     logins: { users: 10, passwordConcurrency: 5 },
     idle: { connections: 20 },
@@ -71,6 +76,7 @@ export const SCENARIOS = [
   "direct",
   "latency",
   "cross",
+  "cluster",
   "group",
   "logins",
   "idle",

@@ -30,6 +30,7 @@ import {
   startRawRelay,
 } from "./servers.ts";
 import { concat, mergeCounts, percentile, perSec, spread, sum } from "./stats.ts";
+import { NatsCluster } from "../tests/support/nats.ts";
 
 export type Entry = Record<string, unknown> & { name: string };
 
@@ -576,6 +577,109 @@ export async function cross(ctx: Context): Promise<Entry[]> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// cluster
+
+/** This node's `parley_bus_messages_received_total`, summed over kinds. */
+async function busReceived(server: ServerProcess): Promise<number> {
+  const text = await fetch(`${server.url}/metrics`).then((r) => r.text());
+  let total = 0;
+  for (const m of text.matchAll(/^parley_bus_messages_received_total\{[^}]*\} (\d+)/gm)) {
+    total += Number(m[1]);
+  }
+  return total;
+}
+
+/**
+ * Three nodes, one-to-one traffic between users on nodes A and B (half each way), node C holding
+ * idle users only; once on the PostgreSQL bus, once on a three-server NATS cluster. What each node
+ * takes in from the bus per delivered message shows the routing: on LISTEN/NOTIFY every node
+ * receives every notification, on NATS only the nodes holding recipients do.
+ */
+export async function cluster(ctx: Context): Promise<Entry[]> {
+  const p = ctx.profile.cluster;
+  const entries: Entry[] = [];
+  for (const bus of ["postgres", "nats"] as const) {
+    const retried: Record<string, number> = {};
+    entries.push(
+      await withDatabase(ctx, `cluster_${bus}`, (db) =>
+        scoped(async (stack) => {
+          const nats = bus === "nats"
+            ? stack.push(await NatsCluster.start(3), (c) => c.stopAll())
+            : null;
+          const env = { ...GENEROUS_LIMITS, ...(nats ? { BUS_URL: nats.busUrl } : {}) };
+          const nodes = [];
+          for (const id of ["a", "b", "c"]) {
+            nodes.push(stack.push(await startNode(db.url, `bench-cluster-${id}`, env), stopServer));
+          }
+          const [a, b, c] = nodes;
+          const pool = stack.push(await LoadgenPool.start(ctx.profile.loadgens), stopPool);
+          const users = await seedUsers(db.sql, `k${bus[0]}`, p.users + p.idle);
+          const hands = deal(pairs(users.slice(0, p.users)), pool.size);
+          const senders = Math.floor(p.users / 2);
+          const perSender = shares(p.messages, senders);
+          const options = { concurrency: FILL_CONCURRENCY, retried, deadlineMs: 60_000 };
+          // Pair i sends from A to B when i is even, from B to A when odd.
+          const onA = (h: { from: SeededUser; to: SeededUser }[]) =>
+            h.map((pair, i) => byToken(i % 2 === 0 ? pair.from : pair.to));
+          const onB = (h: { from: SeededUser; to: SeededUser }[]) =>
+            h.map((pair, i) => byToken(i % 2 === 0 ? pair.to : pair.from));
+          await connectAll(pool.all, a, "parley", hands.map(onA), options);
+          await connectAll(pool.all, b, "parley", hands.map(onB), options);
+          const idle = deal(users.slice(p.users), pool.size).map((h) => h.map(byToken));
+          await connectAll(pool.all, c, "parley", idle, options);
+          const o = {
+            window: p.window,
+            ack: true,
+            clientIds: true,
+            deadlineMs: ctx.profile.runDeadlineMs,
+          };
+          const watch = { servers: nodes, sql: db.sql };
+          await traffic(
+            directParts(pool.all, hands, () => ctx.profile.direct.warmupPerSender),
+            o,
+            watch,
+          );
+          ctx.log(`cluster ${bus}: ${p.messages} messages between nodes A and B, C idle`);
+          const before = await Promise.all(nodes.map(busReceived));
+          const t = await traffic(directParts(pool.all, hands, (i) => perSender[i]), o, watch);
+          const after = await Promise.all(nodes.map(busReceived));
+          const f = figures(t);
+          const per = (i: number) =>
+            t.received > 0 ? Math.round(1000 * (after[i] - before[i]) / t.received) / 1000 : null;
+          return {
+            name: "cluster",
+            bus,
+            window: p.window,
+            msgsPerSec: f.msgsPerSec,
+            p50Ms: f.p50Ms,
+            p99Ms: f.p99Ms,
+            maxMs: f.maxMs,
+            busMessagesPerDelivered: { a: per(0), b: per(1), c: per(2) },
+            busMessagesReceived: {
+              a: after[0] - before[0],
+              b: after[1] - before[1],
+              c: after[2] - before[2],
+            },
+            users: p.users,
+            idleOnC: p.idle,
+            senders,
+            messages: p.messages,
+            loadgens: pool.size,
+            loginRetries: retried,
+            serverEnv: {
+              ...NODE_DEFAULTS,
+              ...GENEROUS_LIMITS,
+              ...(nats ? { BUS_URL: "nats x3" } : {}),
+            },
+            ...withoutKeys(f, ["msgsPerSec", "p50Ms", "p99Ms", "maxMs"]),
+          };
+        })),
+    );
+  }
+  return entries;
+}
+
+// ---------------------------------------------------------------------------------------------
 // group
 
 export async function group(ctx: Context): Promise<Entry[]> {
@@ -914,6 +1018,7 @@ export const RUNNERS: Record<string, (ctx: Context) => Promise<Entry[]>> = {
   direct,
   latency,
   cross,
+  cluster,
   group,
   logins,
   idle,

@@ -67,6 +67,16 @@ function describe(e: Entry): [string, string, string] {
         }; delivered ${e.delivered}/${e.sent}` +
         counts("errors", e.errors) + flags(e),
       ];
+    case "cluster": {
+      const per = e.busMessagesPerDelivered as Record<string, number | null>;
+      return [
+        `cluster ${e.bus}`,
+        `3 nodes, ${e.users} users A<->B, ${e.idleOnC} idle on C, ${n(e.messages)} msgs`,
+        `${n(e.msgsPerSec)} msg/s p50 ${msOf(e.p50Ms)} p99 ${msOf(e.p99Ms)}; bus msgs in per ` +
+        `delivered A ${n(per.a)} B ${n(per.b)} C ${n(per.c)}; delivered ${e.delivered}/${e.sent}` +
+        counts("errors", e.errors) + flags(e),
+      ];
+    }
     case "group":
       return [
         "group",

@@ -81,6 +81,19 @@ Deno.test("bench --tiny runs every scenario end to end and writes complete JSON"
     const [cross] = entries(scenarios, "cross");
     assertNumbers(cross, ["msgsPerSec", "p50Ms", "p99Ms"]);
     assertDelivered("cross", cross);
+    const cluster = entries(scenarios, "cluster");
+    assertEquals(cluster.map((e) => e.bus), ["postgres", "nats"]);
+    for (const e of cluster) {
+      assertNumbers(e, ["msgsPerSec", "p50Ms", "p99Ms"]);
+      assertDelivered(`cluster ${e.bus}`, e);
+      const received = e.busMessagesReceived as Record<string, number>;
+      assert(received.b > 0, `cluster ${e.bus}: node B received nothing from the bus`);
+    }
+    // On NATS, node C holds no recipient and so takes in next to nothing; LISTEN/NOTIFY gives it
+    // every notification.
+    const [pgRun, natsRun] = cluster.map((e) => e.busMessagesReceived as Record<string, number>);
+    assert(natsRun.c <= 2, `cluster nats: node C received ${natsRun.c} bus messages`);
+    assert(pgRun.c > 0, "cluster postgres: node C received no notification");
     const [group] = entries(scenarios, "group");
     assertNumbers(group, ["members", "deliveriesPerSec", "p99Ms"]);
     assertDelivered("group", group);
