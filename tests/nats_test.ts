@@ -188,10 +188,15 @@ Deno.test("nats bus: with every NATS server down nodes serve and sends commit; d
     await again.request({ type: "login", name: late.user.name, password: late.user.password });
     await again.next(isMessage("waiting"));
 
+    // A node that starts meanwhile serves too, and joins the bus when a server answers.
+    const c = await node("no-c");
+    assertEquals((await health(c)).body.bus, "connecting");
+
     await Promise.all([0, 1, 2].map((i) => nats.restart(i)));
     await nats.waitForRoutes();
     await recipient.client.next(isMessage("during"), 20_000);
     await eventually(async () => (await health(b)).body.bus === "connected", 10_000, "state");
+    await c.waitForLog((l) => l.event === "bus.connected");
     await sender.client.request({ type: "send", to: { user: recipient.user.id }, text: "after" });
     await recipient.client.next(isMessage("after"), 20_000);
     await Promise.all([sender.client.close(), recipient.client.close(), again.close()]);

@@ -263,6 +263,7 @@ export class NatsBus implements Bus {
         if (audience[k]) keys[k].push(...audience[k]);
       }
     }
+    if (Object.values(keys).every((list) => list.length === 0)) return;
     const directory = new Map<string, string[]>();
     for (const row of await nodesFor(this.#o.sql, keys)) {
       const key = `${row.kind}:${row.key}`;
@@ -306,12 +307,16 @@ export class NatsBus implements Bus {
   }
 
   async close(): Promise<void> {
+    const wasConnected = this.#state === "connected";
     this.#state = "closed";
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
     const nc = this.#nc;
     this.#nc = null;
-    if (nc) await nc.flush().then(() => nc.close(), () => nc.close()).catch(() => {});
+    if (!nc) return;
+    // Flushing waits for a server: only worth it while one is there.
+    if (wasConnected) await nc.flush().catch(() => {});
+    await nc.close().catch(() => {});
   }
 }
 
