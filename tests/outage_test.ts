@@ -6,7 +6,7 @@
 import { assert, assertEquals } from "./support/assert.ts";
 import { Client, eventually, type Frame, loggedIn } from "./support/client.ts";
 import { withWorld } from "./support/fixture.ts";
-import { restartLocalCluster } from "./support/postgres.ts";
+import { canRestartPostgres, restartPostgres } from "./support/postgres.ts";
 import type { ServerProcess } from "./support/server.ts";
 import { TcpProxy } from "./support/tcp_proxy.ts";
 
@@ -110,8 +110,7 @@ async function outage(kind: Outage) {
       } else if (kind === "blackhole") {
         proxy.set("blackhole");
       } else {
-        const dataDir = Deno.env.get("PARLEY_TEST_PG_DATADIR")!;
-        await restartLocalCluster(dataDir);
+        await restartPostgres();
       }
       if (kind !== "restart") {
         // healthz turns 503 within 5 s on both nodes.
@@ -206,9 +205,9 @@ Deno.test("outage: the database refuses and resets connections for 6 s mid-traff
 Deno.test("outage: the database is blackholed for 6 s mid-traffic", () => outage("blackhole"));
 Deno.test({
   name: "outage: a real PostgreSQL restart mid-traffic",
-  // Only where the run owns the cluster (the local-binaries provider); with DATABASE_URL or a
-  // container the proxy tests above cover the same failure.
-  ignore: !Deno.env.get("PARLEY_TEST_PG_DATADIR"),
+  // Only where the run owns its server (the local cluster or the testcontainers container); with
+  // DATABASE_URL the proxy tests above cover the same failure.
+  ignore: !canRestartPostgres(),
   fn: () => outage("restart"),
 });
 

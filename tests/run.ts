@@ -62,6 +62,7 @@ if (containerLane) {
   env.PARLEY_TEST_ADMIN_URL = postgres.url;
   env.PARLEY_TEST_PG_PROVIDER = postgres.provider;
   if (postgres.dataDir) env.PARLEY_TEST_PG_DATADIR = postgres.dataDir;
+  if (postgres.containerId) env.PARLEY_TEST_PG_CONTAINER = postgres.containerId;
 }
 if (run.interrupted) await finish(SIGNAL_CODES[run.interrupted]);
 

@@ -35,6 +35,8 @@ class Project {
   readonly appPort = freePort();
   readonly lbPort = freePort();
   readonly pgPort = freePort();
+  // A /24 few networks use; a clash fails `up` with a message naming the overlap.
+  readonly subnet = `172.30.${Math.floor(Math.random() * 250) + 1}.0/24`;
   #sql?: Sql;
   #extra: string[] = [];
 
@@ -52,6 +54,7 @@ class Project {
         APP_PORT: String(this.appPort),
         LB_PORT: String(this.lbPort),
         PG_PORT: String(this.pgPort),
+        LANE_SUBNET: this.subnet,
       },
     });
   }

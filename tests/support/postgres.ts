@@ -10,6 +10,8 @@ export type ProvidedPostgres = {
   restart?(): Promise<void>;
   /** Data directory of the local cluster, for tests that fault the server from their own process. */
   dataDir?: string;
+  /** The testcontainers PostgreSQL's container id, for the same purpose. */
+  containerId?: string;
 };
 
 type Log = (line: string) => void;
@@ -95,14 +97,18 @@ async function tryTestcontainers(log: Log): Promise<ProvidedPostgres | undefined
   const { PostgreSqlContainer } = await import("@testcontainers/postgresql");
   // The same server settings as the local cluster: room for the suite's many nodes and pools,
   // and no durability work that a throwaway database does not need.
+  // A host port of our choosing, not the engine's: it survives a restart of the container, so
+  // that the URL handed to the tests stays true (the outage test restarts the server).
   const started = await new PostgreSqlContainer(IMAGE)
     .withCommand(["postgres", ...SERVER_SETTINGS.flatMap((s) => ["-c", s])])
+    .withExposedPorts({ container: 5432, host: freePort() })
     .start();
   log(`PostgreSQL: testcontainers ${IMAGE} at ${started.getHost()}:${started.getPort()}`);
   let stopping: Promise<void> | undefined;
   return {
     url: started.getConnectionUri(),
     provider: "testcontainers",
+    containerId: started.getId(),
     stop: () => stopping ??= started.stop().then(() => {}),
   };
 }
@@ -319,4 +325,52 @@ export async function restartLocalCluster(dataDir: string): Promise<void> {
     user: Deno.uid() === 0 ? "postgres" : undefined,
     cwd: dir,
   });
+}
+
+/**
+ * Restarts the test run's own PostgreSQL from any process, keeping its address: the local cluster
+ * (PARLEY_TEST_PG_DATADIR) with pg_ctl, or the testcontainers container (PARLEY_TEST_PG_CONTAINER)
+ * through the engine's API at DOCKER_HOST. False when the run does not own its server
+ * (DATABASE_URL).
+ */
+export function canRestartPostgres(): boolean {
+  return Boolean(
+    Deno.env.get("PARLEY_TEST_PG_DATADIR") || Deno.env.get("PARLEY_TEST_PG_CONTAINER"),
+  );
+}
+
+export async function restartPostgres(): Promise<void> {
+  const dataDir = Deno.env.get("PARLEY_TEST_PG_DATADIR");
+  if (dataDir) return await restartLocalCluster(dataDir);
+  const id = Deno.env.get("PARLEY_TEST_PG_CONTAINER");
+  if (!id) throw new Error("This run's PostgreSQL is not the tests' own: it cannot be restarted");
+  await restartContainer(id);
+}
+
+/** POST /containers/ID/restart on the Docker API (Docker's, or podman's compatible one). */
+async function restartContainer(id: string): Promise<void> {
+  const host = Deno.env.get("DOCKER_HOST") ?? "unix:///var/run/docker.sock";
+  let client: Deno.HttpClient | undefined;
+  let base: string;
+  if (host.startsWith("unix://")) {
+    client = Deno.createHttpClient({ proxy: { transport: "unix", path: host.slice(7) } });
+    base = "http://docker";
+  } else if (host.startsWith("tcp://")) {
+    base = `http://${host.slice(6)}`;
+  } else {
+    throw new Error(`Unsupported DOCKER_HOST "${host}": expected unix:// or tcp://`);
+  }
+  try {
+    const response = await fetch(`${base}/containers/${id}/restart?t=10`, {
+      method: "POST",
+      client,
+      signal: AbortSignal.timeout(60_000),
+    });
+    const text = await response.text();
+    if (!response.ok) {
+      throw new Error(`Restarting container ${id} answered ${response.status}: ${text}`);
+    }
+  } finally {
+    client?.close();
+  }
 }
