@@ -5,8 +5,9 @@
 # podman: `podman build --format docker`, else the OCI format drops the HEALTHCHECK.
 #
 # The official Deno image (Debian variant) brings /usr/bin/deno, tini at /tini, the non-root
-# user `deno` and DENO_DIR=/deno-dir (owned by deno), where the dependency cache lives.
-FROM denoland/deno:2.9.6
+# user `deno` and DENO_DIR=/deno-dir (owned by deno), where the dependency cache lives. Named with
+# its registry: podman refuses a short name where several search registries are configured.
+FROM docker.io/denoland/deno:2.9.6
 
 # DENO_UNSTABLE_NPM_LAZY_CACHING: without it, any npm use caches (and with --cached-only
 # demands) every package of deno.lock, test packages included. With it, Deno caches and needs
