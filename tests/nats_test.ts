@@ -45,7 +45,7 @@ async function busReceived(server: ServerProcess): Promise<number> {
 const health = (s: ServerProcess) =>
   fetch(`${s.url}/healthz`).then(async (r) => ({ status: r.status, body: await r.json() }));
 
-Deno.test("nats bus carries direct, group, presence and friend pushes across three nodes", async () => {
+Deno.test("nats bus carries direct, group, presence, friend, typing and leave pushes across three nodes", async () => {
   await withNatsWorld("nats_chat", async ({ node }) => {
     const [a, b, c] = [await node("nc-a"), await node("nc-b"), await node("nc-c")];
     assertEquals((await health(a)).body.bus, "connected");
@@ -87,6 +87,21 @@ Deno.test("nats bus carries direct, group, presence and friend pushes across thr
     const back = await Client.connect(b.wsUrl);
     await back.request({ type: "login", name: carol.user.name, password: carol.user.password });
     await alice.client.next(presence(true));
+
+    // Typing, in a group and between two users, reaches the other nodes.
+    // Typing has no reply.
+    alice.client.send({ type: "typing", to: { group } });
+    await back.next((f) => f.type === "typing" && f.from === alice.user.id);
+    alice.client.send({ type: "typing", to: { user: bob.user.id } });
+    await bob.client.next((f) =>
+      f.type === "typing" && f.from === alice.user.id && (f.with as { user?: number }).user ===
+        alice.user.id
+    );
+    // Leaving a group and ending a friendship are pushed across nodes as well.
+    assertEquals((await back.request({ type: "group.leave", group })).type, "group.left");
+    await alice.client.next((f) => f.type === "group.member.left" && f.user === carol.user.id);
+    await alice.client.request({ type: "friend.remove", user: bob.user.id });
+    await bob.client.next((f) => f.type === "friend.removed" && f.user === alice.user.id);
     await Promise.all([alice.client.close(), bob.client.close(), back.close()]);
   });
 });
