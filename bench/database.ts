@@ -16,13 +16,23 @@ export interface BenchPostgres {
   /** Where the server came from: "BENCH_DATABASE_URL", "DATABASE_URL", "testcontainers", "local". */
   provider: string;
   version: string;
-  /** `show fsync` and `show synchronous_commit`: the local cluster turns both off. */
+  /** `show fsync` and `show synchronous_commit`: both "on" unless the run asked for --fast-db. */
   fsync: string;
   synchronousCommit: string;
   stop(): Promise<void>;
 }
 
-export async function provideBenchPostgres(log: (line: string) => void): Promise<BenchPostgres> {
+/**
+ * Durable unless `fast` (`--fast-db`): a cluster started here runs with fsync, synchronous_commit
+ * and full_page_writes on, as production does, since figures from a database that does not persist
+ * are not figures of a server that promises "committed before sent". A server from the environment
+ * is taken as it is; `fsync` and `synchronousCommit` say what it was. BENCH_PG_STATEMENTS=1 loads
+ * pg_stat_statements in a cluster started here, to see what each statement costs.
+ */
+export async function provideBenchPostgres(
+  log: (line: string) => void,
+  options: { fast?: boolean } = {},
+): Promise<BenchPostgres> {
   const source = Deno.env.get("BENCH_DATABASE_URL")
     ? "BENCH_DATABASE_URL"
     : Deno.env.get("DATABASE_URL")
@@ -30,7 +40,12 @@ export async function provideBenchPostgres(log: (line: string) => void): Promise
     : undefined;
   const provided = source
     ? { url: Deno.env.get(source)!, provider: source, stop: () => Promise.resolve() }
-    : await providePostgres(log);
+    : await providePostgres(log, {
+      durable: !options.fast,
+      settings: Deno.env.get("BENCH_PG_STATEMENTS") === "1"
+        ? { shared_preload_libraries: "pg_stat_statements", "pg_stat_statements.track": "all" }
+        : {},
+    });
   try {
     const sql = sqlClient(provided.url);
     try {

@@ -17,12 +17,18 @@ import { formatTable } from "./table.ts";
 const ROOT = new URL("../", import.meta.url).pathname;
 const RESULTS = new URL("./results/", import.meta.url).pathname;
 
-const USAGE = "Usage: deno task bench [--quick | --tiny] [--only direct,latency,...] [--out PATH]";
+const USAGE =
+  "Usage: deno task bench [--quick | --tiny] [--fast-db] [--only direct,latency,...] [--out PATH] " +
+  "[--course-server HOST:PORT]";
 
 export interface Options {
   profile: Profile;
   only: ScenarioName[];
   out?: string;
+  /** A local cluster without fsync and synchronous_commit: faster, and not durable. */
+  fastDb: boolean;
+  /** Another course-protocol server for the `course` scenario to measure in the same run. */
+  courseServer?: string;
 }
 
 export class UsageError extends Error {
@@ -33,22 +39,26 @@ export function parseArgs(args: readonly string[]): Options {
   let profile: Profile = PROFILES.full;
   let only: ScenarioName[] = [...SCENARIOS];
   let out: string | undefined;
+  let fastDb = false;
+  let courseServer: string | undefined;
   // `deno task bench -- --quick` hands the script a literal "--": it means nothing here.
   const list = args.filter((a) => a !== "--");
   for (let i = 0; i < list.length; i++) {
     const arg = list[i];
     if (arg === "--quick") profile = PROFILES.quick;
     else if (arg === "--tiny") profile = PROFILES.tiny;
-    else if (arg === "--only" || arg === "--out") {
+    else if (arg === "--fast-db") fastDb = true;
+    else if (arg === "--only" || arg === "--out" || arg === "--course-server") {
       const value = list[++i];
       if (value === undefined) throw new UsageError(`Option "${arg}" needs a value: ${USAGE}`);
       if (arg === "--out") out = value;
+      else if (arg === "--course-server") courseServer = value;
       else only = parseOnly(value);
     } else {
       throw new UsageError(`Unknown argument "${arg}": ${USAGE}`);
     }
   }
-  return { profile, only, out };
+  return { profile, only, out, fastDb, courseServer };
 }
 
 function parseOnly(value: string): ScenarioName[] {
@@ -113,12 +123,15 @@ async function main(args: string[]): Promise<number> {
   const runAt = new Date().toISOString();
   const loadAverage = Deno.loadavg();
   log(`profile ${profile.name}: ${only.join(", ")}`);
-  const pg = await provideBenchPostgres(log);
+  const pg = await provideBenchPostgres(log, { fast: options.fastDb });
   const scenarios: Entry[] = [];
   let failed = 0;
   try {
-    log(`PostgreSQL ${pg.version} from ${pg.provider}, fsync=${pg.fsync}`);
-    const ctx: Context = { profile, pg, log };
+    log(
+      `PostgreSQL ${pg.version} from ${pg.provider}, fsync=${pg.fsync}, ` +
+        `synchronous_commit=${pg.synchronousCommit}`,
+    );
+    const ctx: Context = { profile, pg, log, courseServer: options.courseServer };
     for (const name of only) {
       const t0 = performance.now();
       log(`${name}: starting`);
@@ -139,6 +152,9 @@ async function main(args: string[]): Promise<number> {
       profile: profile.name,
       machine: await machine(pg, loadAverage),
       database: {
+        // Durable: a commit is on disk before `sent`. --fast-db runs are not, and say so here.
+        durable: pg.fsync === "on" && pg.synchronousCommit === "on",
+        fastDbRequested: options.fastDb,
         provider: pg.provider,
         fsync: pg.fsync,
         synchronousCommit: pg.synchronousCommit,

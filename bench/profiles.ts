@@ -22,6 +22,7 @@ export interface Profile {
   sigterm: { connections: number };
   /** `kills`: SIGKILLs in a row, each of a freshly filled node; the figure is their median. */
   sigkill: { users: number; survivors: number; lease: boolean; kills: number };
+  course: { users: number; messages: number; windows: number[] };
 }
 
 export const PROFILES: Record<Profile["name"], Profile> = {
@@ -39,6 +40,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     idle: { connections: 10_000 },
     sigterm: { connections: 5000 },
     sigkill: { users: 1000, survivors: 10, lease: true, kills: 7 },
+    course: { users: 100, messages: 20_000, windows: [1, 8] },
   },
   quick: {
     name: "quick",
@@ -54,6 +56,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     idle: { connections: 2000 },
     sigterm: { connections: 1000 },
     sigkill: { users: 200, survivors: 5, lease: true, kills: 5 },
+    course: { users: 100, messages: 10_000, windows: [1, 8] },
   },
   tiny: {
     name: "tiny",
@@ -69,6 +72,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     idle: { connections: 20 },
     sigterm: { connections: 20 },
     sigkill: { users: 10, survivors: 2, lease: false, kills: 2 },
+    course: { users: 10, messages: 200, windows: [1, 8] },
   },
 };
 
@@ -82,5 +86,6 @@ export const SCENARIOS = [
   "idle",
   "sigterm",
   "sigkill",
+  "course",
 ] as const;
 export type ScenarioName = typeof SCENARIOS[number];

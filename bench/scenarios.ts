@@ -14,6 +14,7 @@ import {
   type Sql,
   waitForOnline,
 } from "./database.ts";
+import { courseScenario } from "./course.ts";
 import { type Loadgen, LoadgenPool } from "./loadgens.ts";
 import type { Profile } from "./profiles.ts";
 import { type Flavour, type Login, type SendPlan, wallClock } from "./protocol.ts";
@@ -38,6 +39,8 @@ export interface Context {
   profile: Profile;
   pg: BenchPostgres;
   log: (line: string) => void;
+  /** HOST:PORT of another course-protocol server to measure beside Parley (`--course-server`). */
+  courseServer?: string;
 }
 
 /** Time allowed for the load generators to start a command together. */
@@ -1024,4 +1027,6 @@ export const RUNNERS: Record<string, (ctx: Context) => Promise<Entry[]>> = {
   idle,
   sigterm,
   sigkill,
+  course: (ctx) =>
+    courseScenario(ctx, { ...ctx.profile.course, deadlineMs: ctx.profile.runDeadlineMs }),
 };

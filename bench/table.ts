@@ -11,7 +11,7 @@ interface Results {
     postgres: string;
     cpuModel: string | null;
   };
-  database: { provider: string; fsync: string; synchronousCommit: string };
+  database: { provider: string; fsync: string; synchronousCommit: string; durable?: boolean };
   source: { commit: string | null; srcChanged: boolean | null };
   scenarios: Entry[];
 }
@@ -118,6 +118,25 @@ function describe(e: Entry): [string, string, string] {
           e.kills ? ` (median of ${e.kills}, max ${msOf(e.offlineAfterMsMax)})` : ""
         }; survivors online ${e.survivorsOnlineAfter}/${e.survivors}`,
       ];
+    case "course": {
+      const p = e.parley as Entry;
+      const c = e.course as Entry | null;
+      const other = c && typeof c.error === "string"
+        ? ` | ${e.courseServer}: FAILED ${c.error}`
+        : c
+        ? ` | ${e.courseServer} ${n(c.msgsPerSec)} msg/s p99 ${msOf(c.p99Ms)} lost ${c.lost}${
+          c.closedByServer ? `, ${c.closedByServer} connections closed` : ""
+        } | ratio ${n(e.ratio)}`
+        : "";
+      return [
+        `course w${e.window}`,
+        `${e.users} users, ${n(e.messages)} msgs, TCP`,
+        `${n(p.msgsPerSec)} msg/s p50 ${msOf(p.p50Ms)} p99 ${
+          msOf(p.p99Ms)
+        }; received ${p.received}/${p.expected}, lost ${p.lost}` +
+        other,
+      ];
+    }
     default:
       return [e.name, "", JSON.stringify(e)];
   }
@@ -131,7 +150,9 @@ export function formatTable(r: Results): string {
     `machine: ${r.machine.cpus} CPUs (${r.machine.cpuModel ?? "?"}), ${
       n(Math.round(r.machine.memory / 2 ** 28) / 4)
     } GiB memory, Deno ${r.machine.deno}, PostgreSQL ${r.machine.postgres}`,
-    `database: ${r.database.provider}, fsync=${r.database.fsync}, synchronous_commit=${r.database.synchronousCommit}`,
+    `database: ${
+      r.database.durable ? "durable" : "NOT durable"
+    } (${r.database.provider}, fsync=${r.database.fsync}, synchronous_commit=${r.database.synchronousCommit})`,
     `source: ${r.source.commit ?? "?"}${
       r.source.srcChanged ? " with uncommitted changes in src/" : ""
     }`,

@@ -17,12 +17,29 @@ export type ProvidedPostgres = {
 type Log = (line: string) => void;
 
 const IMAGE = "postgres:15-alpine";
-const SERVER_SETTINGS = [
-  "fsync=off",
-  "synchronous_commit=off",
-  "full_page_writes=off",
-  "max_connections=300",
-];
+
+export interface PostgresOptions {
+  /**
+   * Durable: fsync, synchronous_commit and full_page_writes on, as a production server runs. The
+   * tests' default is off (speed, and nothing of theirs must outlive a crash); the bench asks for
+   * durable, since "committed before sent" means nothing on a server that does not persist.
+   */
+  durable?: boolean;
+  /** Extra `name=value` settings for a server this module starts (e.g. pg_stat_statements). */
+  settings?: Record<string, string>;
+}
+
+/** The settings of a server started here, as `name=value`. */
+function serverSettings(options: PostgresOptions): string[] {
+  const durability = options.durable ? "on" : "off";
+  return [
+    `fsync=${durability}`,
+    `synchronous_commit=${durability}`,
+    `full_page_writes=${durability}`,
+    "max_connections=300",
+    ...Object.entries(options.settings ?? {}).map(([k, v]) => `${k}=${v}`),
+  ];
+}
 
 // A misconfigured DOCKER_HOST (a host that drops packets) makes testcontainers' runtime check wait
 // for the TCP timeout, which is minutes; a working engine answers its info call in milliseconds.
@@ -37,7 +54,10 @@ const NO_POSTGRES = "No PostgreSQL for the tests: set DATABASE_URL to a server w
  * PARLEY_TEST_POSTGRES=testcontainers|local takes that provider only and fails rather than fall
  * back to another (CI runs the suite through each and must not pass on the wrong one).
  */
-export async function providePostgres(log: Log = () => {}): Promise<ProvidedPostgres> {
+export async function providePostgres(
+  log: Log = () => {},
+  options: PostgresOptions = {},
+): Promise<ProvidedPostgres> {
   const fromEnv = Deno.env.get("DATABASE_URL");
   if (fromEnv) {
     return { url: fromEnv, provider: "env", stop: () => Promise.resolve() };
@@ -49,7 +69,7 @@ export async function providePostgres(log: Log = () => {}): Promise<ProvidedPost
     );
   }
   if (only !== "local") {
-    const container = await tryTestcontainers(log);
+    const container = await tryTestcontainers(log, options);
     if (container) return container;
     if (only === "testcontainers") {
       throw new Error(
@@ -63,10 +83,13 @@ export async function providePostgres(log: Log = () => {}): Promise<ProvidedPost
     log("PostgreSQL: no initdb and pg_ctl on PATH or under /usr/lib/postgresql/*/bin");
     throw new Error(NO_POSTGRES);
   }
-  return await startLocalCluster(bin, log);
+  return await startLocalCluster(bin, log, options);
 }
 
-async function tryTestcontainers(log: Log): Promise<ProvidedPostgres | undefined> {
+async function tryTestcontainers(
+  log: Log,
+  options: PostgresOptions,
+): Promise<ProvidedPostgres | undefined> {
   // Importing testcontainers installs signal-exit's handlers for 18 signals (via proper-lockfile),
   // which Deno's op sanitizer reports as leaks in any test that calls this and which re-raise
   // SIGINT. So look first, as testcontainers' own strategies do, for any sign of an engine.
@@ -100,7 +123,7 @@ async function tryTestcontainers(log: Log): Promise<ProvidedPostgres | undefined
   // A host port of our choosing, not the engine's: it survives a restart of the container, so
   // that the URL handed to the tests stays true (the outage test restarts the server).
   const started = await new PostgreSqlContainer(IMAGE)
-    .withCommand(["postgres", ...SERVER_SETTINGS.flatMap((s) => ["-c", s])])
+    .withCommand(["postgres", ...serverSettings(options).flatMap((s) => ["-c", s])])
     .withExposedPorts({ container: 5432, host: freePort() })
     .start();
   log(`PostgreSQL: testcontainers ${IMAGE} at ${started.getHost()}:${started.getPort()}`);
@@ -181,7 +204,11 @@ async function isExecutable(path: string): Promise<boolean> {
   }
 }
 
-async function startLocalCluster(bin: string, log: Log): Promise<ProvidedPostgres> {
+async function startLocalCluster(
+  bin: string,
+  log: Log,
+  options: PostgresOptions,
+): Promise<ProvidedPostgres> {
   // PostgreSQL refuses to run as root, so as root the cluster belongs to the postgres user.
   const asRoot = Deno.uid() === 0;
   const owner = asRoot ? await lookUpUser("postgres") : undefined;
@@ -194,7 +221,7 @@ async function startLocalCluster(bin: string, log: Log): Promise<ProvidedPostgre
   let port = 0;
   const serverOptions = () =>
     `-p ${port} -k '${dir}' -c listen_addresses=127.0.0.1 ` +
-    SERVER_SETTINGS.map((setting) => `-c ${setting}`).join(" ");
+    serverSettings(options).map((setting) => `-c ${setting}`).join(" ");
   try {
     if (owner) await Deno.chown(dir, owner.uid, owner.gid);
     const t0 = performance.now();
