@@ -5,12 +5,19 @@
  * like a WebSocket: the hub pushes through it, the drain and the rejoin close it, and its login is
  * a session (transport "tcp") under the same presence rules.
  *
+ * Requests of one connection pipeline as WebSocket sends do: a chat message is handed to the
+ * outbox (group commit) in arrival order and the next request starts at once, so a client with
+ * several messages in flight gets several into one commit; other requests wait for the ones
+ * before them to finish.
+ *
  * Server to client, the course client parses each `recv` (at most 1024 bytes) as one JSON object, so
- * every object is its own write, with TCP_NODELAY so that Nagle's algorithm does not merge them,
- * and writes are spaced: `ackPauseMs` after the login ack (the course client handles the ack on
- * one thread and only then starts reading on another), `writeGapMs` between any two writes. A
- * write that follows a quiet moment goes out at once; only bursts (the waiting messages after a
- * login) are paced, at about 1000 / writeGapMs objects a second, far above what a person reads.
+ * every object is its own write, with TCP_NODELAY so that Nagle's algorithm does not merge them.
+ * Where the course client is sure to be reading late, writes are spaced: `ackPauseMs` after the
+ * login ack (the course client handles the ack on one thread and only then starts reading on
+ * another), and `writeGapMs` between the waiting messages replayed after a login, a burst paced at
+ * about 1000 / writeGapMs objects a second, far above what a person reads. Live messages go out as
+ * the course server sent them: at once, each its own write, except that those queued while a
+ * write is under way leave together in the next one, as muduo's output buffer does.
  */
 import type { Chat, Message } from "../chat/chat.ts";
 import { toChatError } from "../chat/errors.ts";
@@ -69,6 +76,26 @@ export interface CourseServerOptions extends CourseOptions {
 
 let nextConnection = 1;
 
+interface Outgoing {
+  bytes: Uint8Array;
+  pauseAfterMs: number;
+  /** The login it was queued under: written only while that login lasts. */
+  generation: number;
+  resolve: (written: boolean) => void;
+}
+
+function joined(batch: readonly Outgoing[]): Uint8Array {
+  let length = 0;
+  for (const o of batch) length += o.bytes.length;
+  const out = new Uint8Array(length);
+  let at = 0;
+  for (const o of batch) {
+    out.set(o.bytes, at);
+    at += o.bytes.length;
+  }
+  return out;
+}
+
 /** One course client's TCP connection. Nothing it receives can make it throw. */
 export class CourseConnection implements Peer {
   userId: number | null = null;
@@ -84,11 +111,19 @@ export class CourseConnection implements Peer {
   readonly #bucket: TokenBucket;
   readonly #ackPauseMs: number;
   readonly #writeGapMs: number;
-  /** Requests run one after the other, in the order they arrived. */
+  /**
+   * When the next request may start: after the one before has finished, or, after a chat
+   * message, once that message is in the outbox's queue.
+   */
   #requests: Promise<void> = Promise.resolve();
-  /** Writes happen one after the other, in the order they were queued. */
-  #writes: Promise<void> = Promise.resolve();
-  #pendingWrites = 0;
+  /** Every request received and not yet finished, so that the end can wait for them. */
+  #running = new Set<Promise<void>>();
+  /** Objects to write, in order; `#pump` writes them. */
+  #out: Outgoing[] = [];
+  #pumping = false;
+  /** Resolves when the queue last became empty (the replay waits on it). */
+  #drained: Promise<void> = Promise.resolve();
+  #resolveDrained: () => void = () => {};
   /** `performance.now()` before which the next write waits. */
   #notBefore = 0;
   /** Counts logins and logouts: a write queued under an earlier one is not written. */
@@ -190,7 +225,23 @@ export class CourseConnection implements Peer {
       return;
     }
     const request = decoded.request;
-    this.#requests = this.#requests.then(() => this.#run(request));
+    const chat = request.msgid === MSGID.oneChat || request.msgid === MSGID.groupChat;
+    let submitted!: () => void;
+    const afterSubmit = chat ? new Promise<void>((resolve) => submitted = resolve) : null;
+    const outcome = this.#requests.then(() => {
+      // `#run` hands a chat message to the outbox before its first await: the message's place
+      // in the commit order is taken once the call returns.
+      const running = this.#run(request);
+      submitted?.();
+      return running;
+    });
+    this.#track(outcome);
+    this.#requests = afterSubmit ?? outcome;
+  }
+
+  #track(work: Promise<void>): void {
+    this.#running.add(work);
+    void work.finally(() => this.#running.delete(work));
   }
 
   #enqueueAfterRequests(frame: Record<string, unknown>): void {
@@ -360,28 +411,28 @@ export class CourseConnection implements Peer {
     while (!this.#closing && this.#generation === generation) {
       const page = await this.#o.chat.waiting(user, after);
       if (page.length === 0 || this.#generation !== generation) return;
-      for (const message of page) this.#deliver(message);
+      for (const message of page) this.#deliver(message, this.#writeGapMs);
       after = page[page.length - 1].id;
-      await this.#writes;
+      await this.#drained;
     }
   }
 
   push(message: Message): void {
-    if (this.#ready && this.userId !== null) this.#deliver(message);
+    if (this.#ready && this.userId !== null) this.#deliver(message, 0);
   }
 
   /** Presence, friend and member pushes have no course form: the course client never gets them. */
   notify(_notice: Notice): void {}
 
   /** Queues `message` unless it already was; acknowledges it once its write completed. */
-  #deliver(message: Message): void {
+  #deliver(message: Message, pauseAfterMs: number): void {
     if (this.#queued.has(message.id)) return;
     this.#queued.add(message.id);
     if (this.#queued.size > REMEMBERED_IDS) {
       this.#queued.delete(this.#queued.values().next().value!);
     }
     const user = this.userId!;
-    void this.#enqueue(chatObject(message)).then((written) => {
+    void this.#enqueue(chatObject(message), pauseAfterMs).then((written) => {
       if (!written) return;
       this.#o.metrics?.messagesDelivered.inc();
       // Written to the socket counts as delivered: the course client has no way to acknowledge.
@@ -392,40 +443,76 @@ export class CourseConnection implements Peer {
   }
 
   /**
-   * Queues one object as one write. Resolves true once it was written, false when it was not (the
-   * connection closed, or a login or logout came between, so it belongs to another session).
+   * Queues one object. Resolves true once it was written, false when it was not (the connection
+   * closed, or a login or logout came between, so it belongs to another session). The next write
+   * waits `pauseAfterMs` after this one; an unpaced object may share its write with the unpaced
+   * objects queued behind it.
    */
   #enqueue(frame: Record<string, unknown>, pauseAfterMs = this.#writeGapMs): Promise<boolean> {
     if (this.#closing) return Promise.resolve(false);
-    if (this.#pendingWrites >= MAX_PENDING_WRITES) {
+    if (this.#out.length >= MAX_PENDING_WRITES) {
       // Its unwritten messages stay waiting for its next login.
-      this.#log.warn("legacy.too_slow", { pending: this.#pendingWrites });
+      this.#log.warn("legacy.too_slow", { pending: this.#out.length });
       this.close(1008, "Reading too slowly");
       return Promise.resolve(false);
     }
-    this.#pendingWrites++;
-    const generation = this.#generation;
-    const bytes = encoder.encode(JSON.stringify(frame));
-    const written = this.#writes.then(async () => {
-      try {
-        const wait = this.#notBefore - performance.now();
-        if (wait > 0) await delay(wait);
-        if (this.#closing || this.#generation !== generation) return false;
-        for (let done = 0; done < bytes.length;) {
-          done += await this.#conn.write(bytes.subarray(done));
-        }
-        this.#notBefore = performance.now() + pauseAfterMs;
-        return true;
-      } catch (error) {
-        if (!this.#closing) this.#log.debug("legacy.write_failed", { error: String(error) });
-        this.close(1011, "Write failed");
-        return false;
-      } finally {
-        this.#pendingWrites--;
+    return new Promise((resolve) => {
+      this.#out.push({
+        bytes: encoder.encode(JSON.stringify(frame)),
+        pauseAfterMs,
+        generation: this.#generation,
+        resolve,
+      });
+      if (!this.#pumping) {
+        this.#pumping = true;
+        this.#drained = new Promise((done) => this.#resolveDrained = done);
+        void this.#pump();
       }
     });
-    this.#writes = written.then(() => {});
-    return written;
+  }
+
+  /** Writes what is queued, in order, until the queue is empty. Never throws. */
+  async #pump(): Promise<void> {
+    try {
+      while (this.#out.length > 0) {
+        const wait = this.#notBefore - performance.now();
+        if (wait > 0) await delay(wait);
+        // An unpaced head takes every unpaced object behind it into the same write.
+        let n = 1;
+        if (this.#out[0].pauseAfterMs === 0) {
+          while (n < this.#out.length && this.#out[n].pauseAfterMs === 0) n++;
+        }
+        const batch = this.#out.splice(0, n).filter((o) => {
+          if (!this.#closing && o.generation === this.#generation) return true;
+          o.resolve(false);
+          return false;
+        });
+        if (batch.length === 0) continue;
+        const ok = await this.#write(batch.length === 1 ? batch[0].bytes : joined(batch));
+        const pause = batch[batch.length - 1].pauseAfterMs;
+        this.#notBefore = pause > 0 ? performance.now() + pause : 0;
+        for (const o of batch) o.resolve(ok);
+        if (!ok) {
+          for (const o of this.#out.splice(0)) o.resolve(false);
+        }
+      }
+    } finally {
+      this.#pumping = false;
+      this.#resolveDrained();
+    }
+  }
+
+  async #write(bytes: Uint8Array): Promise<boolean> {
+    try {
+      for (let done = 0; done < bytes.length;) {
+        done += await this.#conn.write(bytes.subarray(done));
+      }
+      return true;
+    } catch (error) {
+      if (!this.#closing) this.#log.debug("legacy.write_failed", { error: String(error) });
+      this.close(1011, "Write failed");
+      return false;
+    }
   }
 
   /** TCP has no close codes: the connection is simply closed; `ended` resolves once it is done. */
@@ -456,6 +543,7 @@ export class CourseConnection implements Peer {
     this.#o.registry.remove(this);
     try {
       await this.#requests;
+      await Promise.all(this.#running);
       // Null when the drain or the rejoin ends the node's sessions itself.
       const session = this.sessionId;
       if (session !== null) {
