@@ -64,6 +64,9 @@ class DeadlineError extends ChatError {
 
 type Reply = Record<string, unknown> & { type: string };
 
+/** One settled promise for every idle socket's queues to start from, rather than two each. */
+const SETTLED: Promise<void> = Promise.resolve();
+
 /**
  * A message's push frame, encoded once however many sockets it goes to: a group message reaches
  * every member's sockets on this node with the same object.
@@ -83,11 +86,12 @@ export class ChatSocket implements Peer {
   #token: string | null = null;
   #closed = false;
   /** Answers, in request order. */
-  #queue: Promise<void> = Promise.resolve();
+  #queue: Promise<void> = SETTLED;
   /** When the next request may start. */
-  #gate: Promise<void> = Promise.resolve();
+  #gate: Promise<void> = SETTLED;
   #authTimer: ReturnType<typeof setTimeout> | undefined;
-  #badFrames: number[] = [];
+  /** Times of recent bad frames; allocated at the first one. */
+  #badFrames: number[] | null = null;
   /** Set when the request running now passed its deadline and was answered `unavailable`. */
   #gaveUp = false;
   #bucket: TokenBucket;
@@ -112,6 +116,12 @@ export class ChatSocket implements Peer {
     this.#authTimer = setTimeout(() => {
       if (this.userId === null) this.close(CLOSE.policy, "Log in within the time allowed");
     }, this.o.authTimeoutMs);
+  }
+
+  /** Drops the timer object too: an idle socket keeps nothing of its login clock. */
+  #stopAuthTimer(): void {
+    clearTimeout(this.#authTimer);
+    this.#authTimer = undefined;
   }
 
   /** A frame arrived. Never throws: every failure becomes an error reply. */
@@ -329,7 +339,7 @@ export class ChatSocket implements Peer {
       await this.o.chat.endSession(sessionId);
       return null;
     }
-    clearTimeout(this.#authTimer);
+    this.#stopAuthTimer();
     this.userId = user.id;
     this.sessionId = sessionId;
     this.#token = token;
@@ -416,7 +426,7 @@ export class ChatSocket implements Peer {
     if (error.code === "bad_json" || error.code === "bad_frame") {
       this.o.metrics.badFrames.inc({ code: error.code });
       const now = performance.now();
-      this.#badFrames = this.#badFrames.filter((t) => now - t < 60_000);
+      this.#badFrames = (this.#badFrames ?? []).filter((t) => now - t < 60_000);
       if (this.#badFrames.length >= BAD_FRAMES_PER_MIN) {
         this.close(CLOSE.policy, "Too many bad frames: fix the client");
         return null;
@@ -451,7 +461,7 @@ export class ChatSocket implements Peer {
   async closedByPeer(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearTimeout(this.#authTimer);
+    this.#stopAuthTimer();
     this.o.registry.remove(this);
     const sessionId = this.sessionId;
     try {
