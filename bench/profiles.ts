@@ -18,7 +18,8 @@ export interface Profile {
   cluster: { users: number; idle: number; messages: number; window: number };
   group: { members: number; messages: number; senders: number; window: number };
   logins: { users: number; passwordConcurrency: number };
-  idle: { connections: number };
+  /** `sampleMs`: how long RSS is watched once the fill settled (see the idle scenario). */
+  idle: { connections: number; sampleMs: number };
   sigterm: { connections: number };
   /** `kills`: SIGKILLs in a row, each of a freshly filled node; the figure is their median. */
   sigkill: { users: number; survivors: number; lease: boolean; kills: number };
@@ -37,7 +38,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     cluster: { users: 100, idle: 50, messages: 20_000, window: 8 },
     group: { members: 200, messages: 200, senders: 10, window: 1 },
     logins: { users: 1000, passwordConcurrency: 50 },
-    idle: { connections: 10_000 },
+    idle: { connections: 10_000, sampleMs: 30_000 },
     sigterm: { connections: 5000 },
     sigkill: { users: 1000, survivors: 10, lease: true, kills: 7 },
     course: { users: 100, messages: 20_000, windows: [1, 8] },
@@ -53,7 +54,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     cluster: { users: 100, idle: 50, messages: 10_000, window: 8 },
     group: { members: 100, messages: 200, senders: 10, window: 1 },
     logins: { users: 200, passwordConcurrency: 50 },
-    idle: { connections: 2000 },
+    idle: { connections: 2000, sampleMs: 24_000 },
     sigterm: { connections: 1000 },
     sigkill: { users: 200, survivors: 5, lease: true, kills: 5 },
     course: { users: 100, messages: 10_000, windows: [1, 8] },
@@ -69,7 +70,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     cluster: { users: 10, idle: 4, messages: 200, window: 8 },
     group: { members: 6, messages: 20, senders: 2, window: 1 },
     logins: { users: 10, passwordConcurrency: 5 },
-    idle: { connections: 20 },
+    idle: { connections: 20, sampleMs: 2000 },
     sigterm: { connections: 20 },
     sigkill: { users: 10, survivors: 2, lease: false, kills: 2 },
     course: { users: 10, messages: 200, windows: [1, 8] },

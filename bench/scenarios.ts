@@ -856,6 +856,7 @@ export async function idle(ctx: Context): Promise<Entry[]> {
       ], { concurrency: FILL_CONCURRENCY, retried, deadlineMs: 60_000 });
       await sleep(settleMs);
       const rssBefore = await rssBytes(node.pid);
+      const memoryBefore = await nodeMemory(node);
       ctx.log(`idle: ${n} sockets`);
       const rest = deal(users.slice(warm), pool.size).map((h) => h.map(byToken));
       const filled = await connectAll(pool.all, node, "parley", rest, {
@@ -864,16 +865,36 @@ export async function idle(ctx: Context): Promise<Entry[]> {
         deadlineMs: 300_000,
       });
       await sleep(settleMs);
-      const rssAfter = await rssBytes(node.pid);
+      const rssAfterFill = await rssBytes(node.pid);
+      const memoryAfter = await nodeMemory(node);
+      // Right after the fill, the heap still holds the logins' garbage: V8 frees it and returns
+      // the pages once allocation has been quiet for a while (its memory reducer, ~10 to 20 s).
+      // Idle memory is what stays then: the median of the samples over the last third.
+      const samples: number[] = [];
+      for (let t = 0; t < ctx.profile.idle.sampleMs; t += 1000) {
+        await sleep(1000);
+        samples.push(await rssBytes(node.pid));
+      }
+      const rssAfter = median(samples.slice(-Math.ceil(samples.length / 3)));
       const online = await onlineCount(db.sql);
       const added = n - warm;
       return [{
         name: "idle",
         connections: n,
         rssBytesPerConn: added > 0 ? Math.round((rssAfter - rssBefore) / added) : null,
+        rssBytesPerConnAfterFill: added > 0 ? Math.round((rssAfterFill - rssBefore) / added) : null,
+        idleSampleMs: ctx.profile.idle.sampleMs,
+        rssSamplesKiB: samples.map((b) => Math.round(b / 1024)),
         rssStartBytes: rssStart,
         rssBeforeBytes: rssBefore,
         rssAfterBytes: rssAfter,
+        // The V8 heap's share of the growth (the rest is Deno's sockets and the allocator).
+        heapUsedBytesPerConn: memoryBefore && memoryAfter && added > 0
+          ? Math.round((memoryAfter.heap_used - memoryBefore.heap_used) / added)
+          : null,
+        heapTotalBytesPerConn: memoryBefore && memoryAfter && added > 0
+          ? Math.round((memoryAfter.heap_total - memoryBefore.heap_total) / added)
+          : null,
         warmConnections: warm,
         onlineInUserState: online,
         fillMs: Math.round(filled.totalMs),
@@ -885,6 +906,25 @@ export async function idle(ctx: Context): Promise<Entry[]> {
         serverEnv: NODE_DEFAULTS,
       }];
     }));
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[sorted.length >> 1];
+}
+
+/** The node's own memory gauges from /metrics (rss, heap_total, heap_used, external). */
+async function nodeMemory(node: ServerProcess): Promise<Record<string, number> | null> {
+  try {
+    const text = await (await fetch(`${node.url}/metrics`)).text();
+    const out: Record<string, number> = {};
+    for (const m of text.matchAll(/^parley_memory_bytes\{kind="(\w+)"\} (\S+)$/gm)) {
+      out[m[1]] = Number(m[2]);
+    }
+    return "heap_used" in out ? out : null;
+  } catch {
+    return null;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

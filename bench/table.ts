@@ -98,9 +98,11 @@ function describe(e: Entry): [string, string, string] {
       return [
         "idle",
         `${n(e.connections)} sockets`,
-        `${bytes(e.rssBytesPerConn)} RSS per socket (${bytes(e.rssBeforeBytes)} -> ${
+        `${bytes(e.rssBytesPerConn)} RSS per socket idle (${bytes(e.rssBeforeBytes)} -> ${
           bytes(e.rssAfterBytes)
-        }); online ${n(e.onlineInUserState)}`,
+        }), ${bytes(e.rssBytesPerConnAfterFill)} right after the fill; online ${
+          n(e.onlineInUserState)
+        }`,
       ];
     case "sigterm":
       return [
