@@ -117,6 +117,15 @@ Deno.test("bench --tiny runs every scenario end to end and writes complete JSON"
     assertNumbers(sigkill, ["users", "offlineAfterMs"]);
     assertEquals(sigkill.onlineBefore, sigkill.users);
     assertEquals(sigkill.survivorsOnlineAfter, sigkill.survivors);
+    const course = entries(scenarios, "course");
+    assertEquals(course.map((e) => e.window).sort(), [1, 8]);
+    for (const e of course) {
+      assertNumbers(e, ["parleyMsgsPerSec"]);
+      const p = e.parley as Entry;
+      assertEquals(p.lost, 0, `course w${e.window} lost messages`);
+      assertEquals(p.received, p.expected, `course w${e.window}: not every message arrived`);
+      assertEquals(p.duplicates, 0, `course w${e.window} delivered duplicates`);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
