@@ -106,6 +106,28 @@ Deno.test("nats bus carries direct, group, presence, friend, typing and leave pu
   });
 });
 
+Deno.test("nats bus: a takeover closes the older socket on another node with 4001", async () => {
+  await withNats(async (nats) => {
+    await withWorld("nats_takeover", async ({ start }) => {
+      const env = { BUS_URL: nats.busUrl, LOGIN_POLICY: "takeover" };
+      const [a, b] = [
+        await start({ nodeId: "nt-a", env }),
+        await start({ nodeId: "nt-b", env }),
+      ];
+      const first = await loggedIn(a.wsUrl);
+      const second = await Client.connect(b.wsUrl);
+      const welcome = await second.request({
+        type: "login",
+        name: first.user.name,
+        password: first.user.password,
+      });
+      assertEquals(welcome.type, "welcome");
+      assertEquals((await first.client.closedWithin(10_000)).code, 4001);
+      await second.close();
+    });
+  });
+});
+
 Deno.test("nats bus: a node that holds no recipients receives next to nothing", async () => {
   await withNatsWorld("nats_routing", async ({ node }) => {
     const [a, b, c] = [await node("nr-a"), await node("nr-b"), await node("nr-c")];

@@ -210,7 +210,11 @@ export class Chat {
       throw new ChatError("unavailable", "This node is rejoining the cluster: retry in a moment");
     }
     if (opened.replaced.length > 0) {
-      this.#tell({ type: "kick", sessions: opened.replaced.map((r) => r.id) });
+      this.#tell({
+        type: "kick",
+        sessions: opened.replaced.map((r) => r.id),
+        nodes: [...new Set(opened.replaced.map((r) => r.node))],
+      });
     }
     if (opened.cameOnline) this.#tell({ type: "presence", user: user.id, online: true });
     if (token !== null && !("token" in credentials)) {

@@ -16,8 +16,11 @@ export interface Delivery {
 export type BusEvent =
   /** A user's first session opened or last session closed, on any node. */
   | { type: "presence"; user: number; online: boolean }
-  /** Sessions replaced by a newer login (LOGIN_POLICY=takeover): their nodes close them with 4001. */
-  | { type: "kick"; sessions: number[] }
+  /**
+   * Sessions replaced by a newer login (LOGIN_POLICY=takeover): their nodes close them with 4001.
+   * `nodes` holds them: their rows are deleted by the time this is published.
+   */
+  | { type: "kick"; sessions: number[]; nodes: string[] }
   /** New messages, whole, from node `origin` (which delivered them to its own sockets already). */
   | { type: "messages"; origin: string; items: Delivery[] }
   /** New messages too large to carry whole: the recipients' nodes fetch them by id. */
@@ -47,7 +50,7 @@ export type BusReceived = (kind: string) => void;
 /**
  * Who an event is for, as the nodes that must hear of it: those holding a session of one of
  * `users`, of a member of one of `groups`, of a contact (friend or fellow group member) of one of
- * `contactsOf`, or one of `sessions`. The parts add up. Engines that route (NATS) resolve it
+ * `contactsOf`; and `nodes`, named directly. The parts add up. Engines that route (NATS) resolve it
  * against the sessions table after the commit; the others hand every event to every node, so an
  * audience only ever narrows who receives an event, never widens it.
  *
@@ -59,7 +62,7 @@ export interface Audience {
   users?: readonly number[];
   groups?: readonly number[];
   contactsOf?: readonly number[];
-  sessions?: readonly number[];
+  nodes?: readonly string[];
 }
 
 /**
@@ -71,7 +74,7 @@ export function audienceOf(event: BusEvent): Audience {
     case "presence":
       return { contactsOf: [event.user] };
     case "kick":
-      return { sessions: event.sessions };
+      return { nodes: event.nodes };
     case "messages":
       return mergeAudiences(event.items.map(deliveryAudience));
     case "message.refs":
@@ -103,13 +106,15 @@ export function deliveryAudience({ message }: Delivery): Audience {
 }
 
 function mergeAudiences(list: Audience[]): Audience {
-  const out: Required<Audience> = { users: [], groups: [], contactsOf: [], sessions: [] };
+  const out = { users: [] as number[], groups: [] as number[], contactsOf: [] as number[] };
+  const nodes: string[] = [];
   for (const a of list) {
-    for (const key of ["users", "groups", "contactsOf", "sessions"] as const) {
-      if (a[key]) (out[key] as number[]).push(...a[key]);
+    for (const key of ["users", "groups", "contactsOf"] as const) {
+      if (a[key]) out[key].push(...a[key]);
     }
+    if (a.nodes) nodes.push(...a.nodes);
   }
-  return out;
+  return { ...out, nodes };
 }
 
 /**

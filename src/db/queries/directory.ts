@@ -1,6 +1,6 @@
 /**
  * @module The presence directory the NATS bus routes by: which nodes hold sessions of the users,
- * groups, contacts or sessions an event is for. The sessions table is the directory; nothing else
+ * groups or contacts an event is for. The sessions table is the directory; nothing else
  * is written for it, so it is as true as presence itself.
  */
 import type { Querier } from "../connect.ts";
@@ -9,12 +9,11 @@ export interface AudienceKeys {
   users: readonly number[];
   groups: readonly number[];
   contactsOf: readonly number[];
-  sessions: readonly number[];
 }
 
-/** One row per (kind, key, node): kind `u`ser, `g`roup, `c`ontacts of a user, or `s`ession. */
+/** One row per (kind, key, node): kind `u`ser, `g`roup, or `c`ontacts of a user. */
 export interface DirectoryRow {
-  kind: "u" | "g" | "c" | "s";
+  kind: "u" | "g" | "c";
   key: number;
   node: string;
 }
@@ -40,9 +39,7 @@ export async function nodesFor(sql: Querier, keys: AudienceKeys): Promise<Direct
       from group_members mine
       join group_members other on other.group_id = mine.group_id and other.user_id <> mine.user_id
       join sessions s on s.user_id = other.user_id
-     where mine.user_id = any(${keys.contactsOf as number[]}::bigint[])
-    union
-    select 's', id, node_id from sessions where id = any(${keys.sessions as number[]}::bigint[])`;
+     where mine.user_id = any(${keys.contactsOf as number[]}::bigint[])`;
   // int8 arrives as a string from postgres.js.
   return rows.map((r) => ({ kind: r.kind, key: Number(r.key), node: r.node }));
 }

@@ -5,8 +5,9 @@
  * Routing. Every node subscribes to one subject, its own: `parley.node.<NODE_ID>` (a `.` in the id
  * is written `~`, since NATS splits subjects at dots). The sessions table is the presence
  * directory: to publish, a node reads in one query which nodes hold sessions of the event's
- * audience (`audienceOf`: users, group members, contacts, sessions) and sends each such node one
- * NATS message per run of events of one type, holding only the messages that node needs. A node
+ * audience (`audienceOf`: users, group members, contacts; or nodes named directly, as for a
+ * takeover's kick, whose sessions are deleted by then) and sends each such node one NATS message
+ * per run of events of one type, holding only the messages that node needs. A node
  * that holds none of an event's recipients receives nothing. Nothing subscribes or unsubscribes as
  * users log in, log out, join or leave groups: the directory follows them, since it is the very
  * rows that logins, logouts and memberships write, read after the commit an event describes.
@@ -255,17 +256,17 @@ export class NatsBus implements Bus {
         }))
         : [{ event, audience: audienceOf(event) }]
     );
-    const keys = { users: [], groups: [], contactsOf: [], sessions: [] } as {
-      [K in keyof Required<Audience>]: number[];
-    };
+    const keys = { users: [] as number[], groups: [] as number[], contactsOf: [] as number[] };
     for (const { audience } of parts) {
-      for (const k of ["users", "groups", "contactsOf", "sessions"] as const) {
+      for (const k of ["users", "groups", "contactsOf"] as const) {
         if (audience[k]) keys[k].push(...audience[k]);
       }
     }
-    if (Object.values(keys).every((list) => list.length === 0)) return;
     const directory = new Map<string, string[]>();
-    for (const row of await nodesFor(this.#o.sql, keys)) {
+    const rows = Object.values(keys).some((list) => list.length > 0)
+      ? await nodesFor(this.#o.sql, keys)
+      : [];
+    for (const row of rows) {
       const key = `${row.kind}:${row.key}`;
       const nodes = directory.get(key);
       if (nodes) nodes.push(row.node);
@@ -335,7 +336,7 @@ function nodesOf(audience: Audience, directory: Map<string, string[]>): Set<stri
   add("u", audience.users);
   add("g", audience.groups);
   add("c", audience.contactsOf);
-  add("s", audience.sessions);
+  for (const node of audience.nodes ?? []) out.add(node);
   return out;
 }
 

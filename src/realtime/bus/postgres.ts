@@ -145,8 +145,8 @@ export function split(event: BusEvent): string[] {
   if (event.type === "kick") {
     const half = event.sessions.length >> 1;
     return [
-      ...split({ type: "kick", sessions: event.sessions.slice(0, half) }),
-      ...split({ type: "kick", sessions: event.sessions.slice(half) }),
+      ...split({ ...event, sessions: event.sessions.slice(0, half) }),
+      ...split({ ...event, sessions: event.sessions.slice(half) }),
     ];
   }
   throw new Error(`Bus event "${event.type}" does not fit in one notification`);
