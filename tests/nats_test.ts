@@ -9,12 +9,52 @@ import { Client, eventually, type Frame, loggedIn } from "./support/client.ts";
 import { withWorld, type World } from "./support/fixture.ts";
 import { type NatsCluster, withNats } from "./support/nats.ts";
 import { runMain, type ServerProcess } from "./support/server.ts";
-import { nodeSubject } from "../src/realtime/bus/nats.ts";
+import { encode, nodeSubject } from "../src/realtime/bus/nats.ts";
+import type { BusEvent, Delivery } from "../src/realtime/bus.ts";
 
 type Msg = { id: number; text: string; to: unknown };
 const msg = (f: Frame) => f.message as Msg;
 const isMessage = (text: string) => (f: Frame) => f.type === "message" && msg(f).text === text;
 const RELAXED = { RATE_LIMIT_PER_SEC: "100000", RATE_LIMIT_BURST: "100000" };
+
+Deno.test("nats payloads keep publish order, one event type each, under 256 KiB, every message once", () => {
+  const item = (id: number, text: string): Delivery => ({
+    message: {
+      id,
+      from: { id: 1, name: "a" },
+      to: { user: 2 },
+      text,
+      at: new Date(0).toISOString(),
+    },
+    recipients: [2],
+  });
+  const events: BusEvent[] = [
+    { type: "presence", user: 1, online: true },
+    ...Array.from({ length: 300 }, (_, i) => ({
+      type: "messages" as const,
+      origin: "n",
+      items: [item(i + 1, "漢".repeat(1000 + i))],
+    })),
+    { type: "friend", user: 1, friend: 2 },
+    { type: "messages", origin: "n", items: [item(1000, "after")] },
+  ];
+  const payloads = encode(events);
+  const seen: number[] = [];
+  const kinds: string[] = [];
+  for (const p of payloads) {
+    assert(new TextEncoder().encode(p).length <= 256 * 1024, `a payload of ${p.length} characters`);
+    const list = JSON.parse(p) as BusEvent[];
+    assertEquals(new Set(list.map((e) => e.type)).size, 1, "a payload mixes event types");
+    kinds.push(list[0].type);
+    for (const e of list) if (e.type === "messages") seen.push(...e.items.map((i) => i.message.id));
+  }
+  assertEquals(seen, [...Array.from({ length: 300 }, (_, i) => i + 1), 1000]);
+  // Runs in publish order: presence, the messages (cut into several payloads), friend, messages.
+  assertEquals(kinds[0], "presence");
+  assertEquals(kinds.at(-2), "friend");
+  assertEquals(kinds.at(-1), "messages");
+  assert(kinds.length > 4, `${kinds.length} payloads: 900 KB of messages were not cut`);
+});
 
 /** A world whose nodes share a fresh NATS cluster as their bus. */
 async function withNatsWorld(
@@ -177,8 +217,13 @@ Deno.test("nats bus: losing the NATS server a node uses, mid-traffic, loses no m
     await eventually(() => total() > 100, 20_000, "traffic before the kill");
     const server = await nats.serverOf("nf-b");
     assert(server >= 0, "node B is connected to no NATS server");
+    const serverOfA = await nats.serverOf("nf-a");
     await nats.kill(server);
     await b.waitForLog((l) => l.event === "bus.reconnected");
+    if (serverOfA !== server) {
+      // Node A kept its server, but B published to it just before the cut: B asks it to resync.
+      await a.waitForLog((l) => l.event === "bus.resync" && l.reason === "a publisher reconnected");
+    }
     const atKill = total();
     await eventually(() => total() > atKill + 100, 20_000, "traffic after the kill");
     stop = true;
