@@ -156,13 +156,17 @@ Deno.test("a socket sending more than 50 bad frames a minute gets 50 errors, the
       assertEquals(errors.length, 50);
       assert(errors.every((f) => f.code === "bad_json" || f.code === "bad_frame"));
     }
-    // A client that goes on sending after the 51st still gets its 50 answers and loses the socket.
-    // (Deno drops the connection without a close frame when data keeps arriving after close(),
-    // so the code such a client sees is not 1008: only the closing is asserted.)
+    // A client that goes on sending after the 51st loses the socket, and is never answered more
+    // than 50 times. Deno drops the connection without a close frame when data keeps arriving
+    // after close(), and a TCP close with unread data resets the connection: the client's kernel
+    // then discards whatever answers it had not read yet (a busy client reads late). So neither
+    // the close code nor the number of answers that survive is promised; the bound is.
     const flood = await Client.connect(server.wsUrl);
     for (let i = 0; i < 80; i++) flood.send("not json");
     await flood.closedWithin(5000);
-    assertEquals(flood.frames.filter((f) => f.type === "error").length, 50);
+    const answers = flood.frames.filter((f) => f.type === "error");
+    assert(answers.length <= 50, `${answers.length} answers to a flood of 80 bad frames`);
+    assert(answers.every((f) => f.code === "bad_json"));
   });
 });
 

@@ -8,6 +8,7 @@ import { Client, eventually, type Frame, loggedIn } from "./support/client.ts";
 import { stateOf, withWorld } from "./support/fixture.ts";
 import type { Sql } from "./support/context.ts";
 import { hashPassword } from "../src/chat/passwords.ts";
+import { metric } from "./support/metrics.ts";
 
 const PASSWORD = "rolling-password";
 
@@ -52,19 +53,6 @@ async function inBatches<T, R>(items: T[], width: number, fn: (t: T) => Promise<
     out.push(...await Promise.all(items.slice(i, i + width).map(fn)));
   }
   return out;
-}
-
-/** A counter or gauge from a node's /metrics, summed over the label sets that match `labels`. */
-async function metric(url: string, name: string, labels = ""): Promise<number> {
-  const text = await fetch(`${url}/metrics`).then((r) => r.text());
-  let total = 0;
-  for (const line of text.split("\n")) {
-    if (!line.startsWith(name) || !line.includes(labels)) continue;
-    const rest = line.slice(name.length);
-    if (rest[0] !== " " && rest[0] !== "{") continue;
-    total += Number(line.split(" ").pop());
-  }
-  return total;
 }
 
 Deno.test("rolling restart: 1,000 sockets leave a draining node and log in at once on another, none refused, no presence flap", async () => {
