@@ -99,6 +99,7 @@ class Node {
   up = false;
   readonly deaths: { at: number; code: number; signal: string | null }[] = [];
   errorLines: string[] = [];
+  readonly errorEvents: Record<string, number> = {};
   starts = 0;
 
   constructor(readonly id: string, readonly proxy: TcpProxy, readonly databaseUrl: string) {}
@@ -128,7 +129,11 @@ class Node {
 
   #collectErrors(process: ServerProcess) {
     for (const line of process.logs) {
-      if (line.level === "error") this.errorLines.push(JSON.stringify(line).slice(0, 500));
+      if (line.level !== "error") continue;
+      const event = String(line.event);
+      this.errorEvents[event] = (this.errorEvents[event] ?? 0) + 1;
+      // The first of each kind, for the report.
+      if (this.errorEvents[event] === 1) this.errorLines.push(JSON.stringify(line).slice(0, 600));
     }
   }
 
@@ -455,6 +460,8 @@ export interface Report {
   onlineAtEnd: number[];
   deaths: Record<string, { at: number; code: number; signal: string | null }[]>;
   finalExitCodes: Record<string, number | null>;
+  /** Error log lines by event, per node; `ws.internal` is a request answered `internal`. */
+  nodeErrorEvents: Record<string, Record<string, number>>;
   nodeErrorLines: Record<string, string[]>;
   settleMs: number;
   ok: boolean;
@@ -625,9 +632,11 @@ export async function runChaos(
 
     const deaths: Report["deaths"] = {};
     const nodeErrorLines: Report["nodeErrorLines"] = {};
+    const nodeErrorEvents: Report["nodeErrorEvents"] = {};
     for (const node of nodes) {
       deaths[node.id] = node.deaths;
-      nodeErrorLines[node.id] = node.errorLines.slice(0, 20);
+      nodeErrorLines[node.id] = node.errorLines;
+      nodeErrorEvents[node.id] = node.errorEvents;
     }
     const faultCounts: Record<string, number> = {};
     for (const f of faults) faultCounts[f.kind] = (faultCounts[f.kind] ?? 0) + 1;
@@ -645,6 +654,11 @@ export async function runChaos(
     if (faults.some((f) => f.note)) breaches.push("a fault did not go as planned (see faults)");
     if (seqBreaches.length > 0) breaches.push(`${seqBreaches.length} seq breaches`);
     if (sent === 0) breaches.push("no message was sent");
+    // `internal` is a bug by definition (PROTOCOL.md): a fault must map to `unavailable` or a close.
+    const internal = Object.entries(clientErrors).filter(([k]) => k.endsWith(":internal"));
+    if (internal.length > 0) {
+      breaches.push(`requests answered internal: ${JSON.stringify(internal)}`);
+    }
 
     return {
       seed: options.seed,
@@ -669,6 +683,7 @@ export async function runChaos(
       onlineAtEnd,
       deaths,
       finalExitCodes,
+      nodeErrorEvents,
       nodeErrorLines,
       settleMs,
       ok: breaches.length === 0,

@@ -68,13 +68,17 @@ export async function openSession(
           returning id, node_id as node`
       : [];
     // Only while this incarnation of the node is registered: a node the others reaped must not
-    // open sessions that nothing would count or clean up.
+    // open sessions that nothing would count or clean up. The row is locked (as the foreign key
+    // would lock it) before the insert: a reaper deleting it at this moment is waited for and then
+    // seen, instead of failing the insert on the foreign key; and a reaper that comes later skips
+    // the node until this transaction ends.
+    const [registered] = await tx`
+      select 1 from nodes where id = ${node.id} and epoch = ${node.epoch} for key share`;
+    if (!registered) return "node_unregistered";
     const [row] = await tx<{ id: number }[]>`
       insert into sessions (user_id, node_id, epoch, transport, token_hash)
-      select ${userId}, ${node.id}, ${node.epoch}, ${transport}, ${device}::bytea
-       where exists (select 1 from nodes where id = ${node.id} and epoch = ${node.epoch})
+      values (${userId}, ${node.id}, ${node.epoch}, ${transport}, ${device}::bytea)
       returning id`;
-    if (!row) return "node_unregistered";
     return { sessionId: row.id, cameOnline: live.length === 0, replaced: [...replaced] };
   });
 }
