@@ -94,7 +94,7 @@ class Project {
         return last.endsWith(" healthy");
       },
       ms,
-      `${service} to be healthy (last: "${last}"; under podman the health driver runs checks)`,
+      `${service} to be healthy (under podman without systemd, the health driver runs checks)`,
     )
       .catch(async (error) => {
         throw new Error(`${message(error)} (last: "${last}")\n${await this.logs(id)}`);
