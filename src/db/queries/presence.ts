@@ -53,32 +53,38 @@ export async function openSession(
   device: Uint8Array | null = null,
 ): Promise<OpenedSession | "node_unregistered" | null> {
   return await transaction(sql, async (tx) => {
-    await tx`select 1 from users where id = ${userId} for update`;
-    const live = await tx<{ id: number; same: boolean }[]>`
-      select s.id, coalesce(s.token_hash = ${device}::bytea, false) as same
-        from sessions s join nodes n on n.id = s.node_id and n.epoch = s.epoch
-       where s.user_id = ${userId} and n.expires_at > now()`;
+    // Three statements in one round trip (postgres.js pipelines them; PostgreSQL runs them in this
+    // order): a login storm, as when a node drains, is mostly round trips. The user's row is
+    // locked first, so the sessions read next include every login of this user decided before.
+    // This node's row is locked (as the foreign key would lock it) ahead of the insert: a reaper
+    // deleting it at this moment is waited for and then seen, instead of failing the insert on
+    // the foreign key; a reaper that comes later skips the node until this transaction ends.
+    const [, live, [registered]] = await Promise.all([
+      tx`select 1 from users where id = ${userId} for update`,
+      tx<{ id: number; same: boolean }[]>`
+        select s.id, coalesce(s.token_hash = ${device}::bytea, false) as same
+          from sessions s join nodes n on n.id = s.node_id and n.epoch = s.epoch
+         where s.user_id = ${userId} and n.expires_at > now()`,
+      tx`select 1 from nodes where id = ${node.id} and epoch = ${node.epoch} for key share`,
+    ]);
     if (policy === "reject" && live.some((s) => !s.same)) return null;
-    const replaced = policy === "takeover"
-      ? await tx<{ id: number; node: string }[]>`
-          delete from sessions where user_id = ${userId} returning id, node_id as node`
-      : policy === "reject" && device !== null
-      ? await tx<{ id: number; node: string }[]>`
-          delete from sessions where user_id = ${userId} and token_hash = ${device}::bytea
-          returning id, node_id as node`
-      : [];
     // Only while this incarnation of the node is registered: a node the others reaped must not
-    // open sessions that nothing would count or clean up. The row is locked (as the foreign key
-    // would lock it) before the insert: a reaper deleting it at this moment is waited for and then
-    // seen, instead of failing the insert on the foreign key; and a reaper that comes later skips
-    // the node until this transaction ends.
-    const [registered] = await tx`
-      select 1 from nodes where id = ${node.id} and epoch = ${node.epoch} for key share`;
+    // open sessions that nothing would count or clean up.
     if (!registered) return "node_unregistered";
-    const [row] = await tx<{ id: number }[]>`
-      insert into sessions (user_id, node_id, epoch, transport, token_hash)
-      values (${userId}, ${node.id}, ${node.epoch}, ${transport}, ${device}::bytea)
-      returning id`;
+    const [replaced, [row]] = await Promise.all([
+      policy === "takeover"
+        ? tx<{ id: number; node: string }[]>`
+            delete from sessions where user_id = ${userId} returning id, node_id as node`
+        : policy === "reject" && device !== null
+        ? tx<{ id: number; node: string }[]>`
+            delete from sessions where user_id = ${userId} and token_hash = ${device}::bytea
+            returning id, node_id as node`
+        : Promise.resolve([]),
+      tx<{ id: number }[]>`
+        insert into sessions (user_id, node_id, epoch, transport, token_hash)
+        values (${userId}, ${node.id}, ${node.epoch}, ${transport}, ${device}::bytea)
+        returning id`,
+    ]);
     return { sessionId: row.id, cameOnline: live.length === 0, replaced: [...replaced] };
   });
 }
