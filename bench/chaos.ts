@@ -269,6 +269,8 @@ class ChatUser {
       }
       if (frame.type === "message") {
         const m = frame.message as Msg;
+        // Its own message is an event of the conversation too (version 2's seq order counts it).
+        if (typeof m.seq === "number") seqs.push(m.seq);
         // Its own message pushed to an older socket of the same user (PROTOCOL.md: the sender's
         // other online devices get it too): not a delivery to the partner.
         if (m.from.id === this.id) {
@@ -277,7 +279,6 @@ class ChatUser {
         }
         this.received.set(m.id, (this.received.get(m.id) ?? 0) + 1);
         this.receivedMsgs.set(m.id, m);
-        if (typeof m.seq === "number") seqs.push(m.seq);
         try {
           ws.send(JSON.stringify({ type: "ack", ids: [m.id] }));
         } catch {

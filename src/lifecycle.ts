@@ -86,6 +86,8 @@ class PeerWatch {
     private readonly sql: Sql,
     private readonly self: string,
     private readonly waitMs: number,
+    /** How long after its own reconnection the watcher leaves free locks to the heartbeat. */
+    private readonly settleMs: number,
     private readonly reap: () => Promise<number>,
     private readonly log: Logger,
   ) {
@@ -93,9 +95,20 @@ class PeerWatch {
   }
 
   async #loop(): Promise<void> {
+    let backend: number | undefined;
     while (!this.#stopped) {
       try {
-        const peer = await presence.nextPeer(this.sql, this.self);
+        const next = await presence.nextPeer(this.sql, this.self);
+        if (backend !== undefined && next.backend !== backend) {
+          // This connection was made again: the database restarted or the network blipped, and
+          // the peers' lock connections most likely went too. A live peer takes its lock back at
+          // its next heartbeat; until then a free lock says nothing about its process.
+          backend = next.backend;
+          await delay(this.settleMs);
+          continue;
+        }
+        backend = next.backend;
+        const peer = next.peer;
         if (!peer) {
           await delay(this.waitMs);
           continue;
@@ -165,7 +178,14 @@ export class NodeRuntime {
     if (watchSql) {
       // A wait of at most a second: the ring follows nodes that join and leave that fast.
       const waitMs = Math.min(timing.heartbeatMs, 1000);
-      this.#watch = new PeerWatch(watchSql, node.id, waitMs, () => this.#reap("watch"), log);
+      this.#watch = new PeerWatch(
+        watchSql,
+        node.id,
+        waitMs,
+        2 * timing.heartbeatMs,
+        () => this.#reap("watch"),
+        log,
+      );
     }
   }
 

@@ -280,14 +280,24 @@ export interface Peer {
 
 /**
  * The node this one watches: the next id after `self` in the ring of registered nodes, so that
- * every node is watched by one other while two or more live. Null when `self` is alone.
+ * every node is watched by one other while two or more live (null when `self` is alone), and the
+ * server process of the watcher's own connection (a new one means that connection was made again).
  */
-export async function nextPeer(sql: Querier, self: string): Promise<Peer | null> {
-  const [row] = await sql<{ id: string; lock_key: number }[]>`
-    select id, lock_key from nodes where id <> ${self}
-     order by id <= ${self}, id
-     limit 1`;
-  return row ? { id: row.id, lockKey: row.lock_key } : null;
+export async function nextPeer(
+  sql: Querier,
+  self: string,
+): Promise<{ peer: Peer | null; backend: number }> {
+  const [row] = await sql<{ id: string | null; lock_key: number | null; backend: number }[]>`
+    select p.id, p.lock_key, pg_backend_pid() as backend
+      from (select 1) as one
+      left join lateral (
+        select id, lock_key from nodes where id <> ${self}
+         order by id <= ${self}, id
+         limit 1) as p on true`;
+  return {
+    peer: row.id === null ? null : { id: row.id, lockKey: row.lock_key! },
+    backend: row.backend,
+  };
 }
 
 /**
