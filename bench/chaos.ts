@@ -262,6 +262,10 @@ class ChatUser {
         return;
       }
       if (typeof frame.ref === "string" && this.#refs.has(frame.ref)) {
+        // A `sent` counts for the order where it arrived: the code awaiting it runs only after
+        // frames that came right behind it may have been handled.
+        const sentSeq = frame.type === "sent" ? (frame.message as Msg).seq : undefined;
+        if (typeof sentSeq === "number") seqs.push(sentSeq);
         const resolve = this.#refs.get(frame.ref)!;
         this.#refs.delete(frame.ref);
         resolve(frame);
@@ -269,16 +273,18 @@ class ChatUser {
       }
       if (frame.type === "message") {
         const m = frame.message as Msg;
-        // Its own message is an event of the conversation too (version 2's seq order counts it).
-        if (typeof m.seq === "number") seqs.push(m.seq);
         // Its own message pushed to an older socket of the same user (PROTOCOL.md: the sender's
         // other online devices get it too): not a delivery to the partner.
         if (m.from.id === this.id) {
           this.#count(this.errors, "info:own_echo");
+          // Still an event of the conversation on this socket (a catch-up replays the user's own
+          // messages after the device's cursor too): it counts for the order.
+          if (typeof m.seq === "number") seqs.push(m.seq);
           return;
         }
         this.received.set(m.id, (this.received.get(m.id) ?? 0) + 1);
         this.receivedMsgs.set(m.id, m);
+        if (typeof m.seq === "number") seqs.push(m.seq);
         try {
           ws.send(JSON.stringify({ type: "ack", ids: [m.id] }));
         } catch {
@@ -351,7 +357,6 @@ class ChatUser {
         const before = this.sent.get(clientId);
         if (before !== undefined && before !== m.id) this.#count(this.errors, "clientId_two_ids");
         this.sent.set(clientId, m.id);
-        if (typeof m.seq === "number") seqs.push(m.seq);
         this.outstanding.shift();
         await Promise.race([closed, sleep(20 + this.random() * 180)]);
       } else if (reply === null) {
