@@ -203,6 +203,12 @@ export const SETTINGS = {
     meaning: "NATS servers for the bus, nats://host:port, comma-separated; empty: LISTEN/NOTIFY",
     schema: natsServers.optional(),
   }),
+  syncLimit: setting({
+    name: "SYNC_LIMIT",
+    default: "500",
+    meaning: "most events of one conversation replayed to a device at login; history has the rest",
+    schema: count(1, 100_000, "events"),
+  }),
   logLevel: setting({
     name: "LOG_LEVEL",
     default: "info",

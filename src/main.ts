@@ -21,7 +21,7 @@ import { createLogger, type Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { bounded } from "./time.ts";
 import { SlidingWindow } from "./chat/throttle.ts";
-import { countWaiting } from "./db/queries/chat.ts";
+import { countUndelivered } from "./db/queries/logs.ts";
 import type { Bus } from "./realtime/bus.ts";
 import { MemoryBus } from "./realtime/bus/memory.ts";
 import { PgBus } from "./realtime/bus/postgres.ts";
@@ -98,7 +98,7 @@ async function serve(config: Config, log: Logger): Promise<void> {
     sessions: () => registry.sessions,
     draining: () => live.runtime?.draining ?? false,
     heartbeatAgeSeconds: () => (live.runtime?.health().heartbeatAgeMs ?? 0) / 1000,
-    waiting: async () => (await bounded(countWaiting(db.sql).catch(() => null), 1000)) ?? null,
+    waiting: async () => (await bounded(countUndelivered(db.sql).catch(() => null), 1000)) ?? null,
   });
   const received = (kind: string) => metrics.busMessagesReceived.inc({ kind });
   const bus: Bus = config.busUrl
@@ -116,6 +116,7 @@ async function serve(config: Config, log: Logger): Promise<void> {
     log,
     loginFailures: new SlidingWindow(config.loginFailuresPerMin),
     registrations: new SlidingWindow(config.registrationsPerMin),
+    syncLimit: config.syncLimit,
   });
   const runtime = await NodeRuntime.start({
     db,

@@ -9,7 +9,15 @@ import { split } from "../src/realtime/bus/postgres.ts";
 import type { BusEvent, Delivery } from "../src/realtime/bus.ts";
 
 const message = (id: number, text: string): Delivery => ({
-  message: { id, from: { id: 1, name: "a" }, to: { user: 2 }, text, at: new Date(0).toISOString() },
+  message: {
+    id,
+    seq: id,
+    from: { id: 1, name: "a" },
+    to: { user: 2 },
+    text,
+    at: new Date(0).toISOString(),
+  },
+  conversation: 1,
   recipients: [2, 3],
 });
 

@@ -5,7 +5,7 @@
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { metric } from "./support/metrics.ts";
 import { Client, eventually, type Frame, loggedIn, resume } from "./support/client.ts";
-import { stateOf, withWorld } from "./support/fixture.ts";
+import { stateOf, undelivered, withWorld } from "./support/fixture.ts";
 import { SilentPeer } from "./support/raw_ws.ts";
 
 type Msg = {
@@ -260,9 +260,7 @@ Deno.test("delivery: waiting messages follow welcome oldest first; acked ones ar
     c.send({ type: "ack", ids: ids.slice(0, 2), ref: "ack-1" });
     assertEquals((await c.request({ type: "ping" })).type, "pong");
     assertEquals(c.frames.some((f) => f.ref === "ack-1"), false);
-    await eventually(async () =>
-      (await sql`select 1 from waiting_messages where user_id = ${b.user.id}`).length === 2
-    );
+    await eventually(async () => await undelivered(sql, b.user.id) === 2);
     await c.request({ type: "logout" });
 
     const d = await Client.connect(server.wsUrl);
@@ -523,8 +521,7 @@ Deno.test("no loss: every message that got `sent` reaches its recipient though a
       await recipient.client.close();
       const { client: c } = await resume(b.wsUrl, recipient.token);
       const expected = sent.get(recipient.user.id)!;
-      const [{ n }] = await sql<{ n: number }[]>`
-        select count(*) as n from waiting_messages where user_id = ${recipient.user.id}`;
+      const n = await undelivered(sql, recipient.user.id);
       await eventually(
         () => c.frames.filter((f) => f.type === "message").length >= n,
         10_000,
@@ -598,8 +595,7 @@ Deno.test("back-pressure: a socket that stops reading is closed; its messages st
         20_000,
         "slow socket closed",
       );
-      const [{ n }] = await sql<{ n: number }[]>`
-        select count(*) as n from waiting_messages where user_id = ${slow.user.id}`;
+      const n = await undelivered(sql, slow.user.id);
       assertEquals(n, count);
       await sender.client.close();
     } finally {

@@ -6,7 +6,7 @@
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { Client, eventually, type Frame, loggedIn, registerUser } from "./support/client.ts";
 import type { Sql } from "./support/context.ts";
-import { withWorld } from "./support/fixture.ts";
+import { undelivered, withWorld } from "./support/fixture.ts";
 
 const CLIENT = new URL("../src/client/main.ts", import.meta.url).pathname;
 const ROOT = new URL("../", import.meta.url).pathname;
@@ -108,10 +108,8 @@ async function withClientProcess(url: string, fn: (client: ClientProcess) => Pro
   }
 }
 
-async function waitingCount(sql: Sql, userId: number): Promise<number> {
-  const [row] = await sql<{ n: number }[]>`
-    select count(*)::int as n from waiting_messages where user_id = ${userId}`;
-  return row.n;
+function waitingCount(sql: Sql, userId: number): Promise<number> {
+  return undelivered(sql, userId);
 }
 
 const isMessage = (text: string) => (f: Frame) =>

@@ -70,6 +70,7 @@ const BAD: Record<string, string> = {
   ALLOWED_ORIGINS: "not a url",
   LEGACY_TCP_PORT: "-1",
   BUS_URL: "http://127.0.0.1:4222",
+  SYNC_LIMIT: "0",
   LOG_LEVEL: "loud",
 };
 

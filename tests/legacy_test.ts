@@ -11,7 +11,7 @@ import {
   parseRead,
   registerCourseUser,
 } from "./support/course_client.ts";
-import { stateOf, withWorld, type World } from "./support/fixture.ts";
+import { stateOf, undelivered, withWorld, type World } from "./support/fixture.ts";
 import type { ServerOptions, ServerProcess } from "./support/server.ts";
 import { type Piece, Splitter } from "../src/legacy/framing.ts";
 import { chatObject, courseTime, loginAck } from "../src/legacy/course.ts";
@@ -62,8 +62,7 @@ async function courseLoggedIn(client: CourseClient, prefix = "c") {
   return user;
 }
 
-const waitingCount = async (sql: World["sql"], user: number) =>
-  Number((await sql`select count(*) as n from waiting_messages where user_id = ${user}`)[0].n);
+const waitingCount = (sql: World["sql"], user: number) => undelivered(sql, user);
 
 // ---------------------------------------------------------------------------------------------
 // The splitter and the shapes, without a server.
@@ -164,11 +163,11 @@ Deno.test("course shapes: login ack strings, keys left out when empty, chat obje
   const from = { id: 8, name: "bo" };
   const at = "2024-01-02T03:04:05.000Z";
   assertEquals(
-    JSON.stringify(chatObject({ id: 1, from, to: { user: 7 }, text: "hi", at })),
+    JSON.stringify(chatObject({ id: 1, seq: 1, from, to: { user: 7 }, text: "hi", at })),
     '{"msgid":6,"id":8,"name":"bo","toid":7,"msg":"hi","time":"2024-01-02 03:04:05"}',
   );
   assertEquals(
-    JSON.stringify(chatObject({ id: 2, from, to: { group: 3 }, text: "all", at })),
+    JSON.stringify(chatObject({ id: 2, seq: 1, from, to: { group: 3 }, text: "all", at })),
     '{"msgid":10,"id":8,"name":"bo","groupid":3,"msg":"all","time":"2024-01-02 03:04:05"}',
   );
 });

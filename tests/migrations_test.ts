@@ -20,6 +20,8 @@ Deno.test("migrate creates the whole schema on an empty database and is a no-op 
       assertEquals(tables.map((t) => t.name), [
         "auth_tokens",
         "blocks",
+        "conversations",
+        "device_cursors",
         "friends",
         "group_members",
         "groups",
@@ -27,9 +29,9 @@ Deno.test("migrate creates the whole schema on an empty database and is a no-op 
         "nodes",
         "schema_migrations",
         "sessions",
+        "user_cursors",
         "user_state",
         "users",
-        "waiting_messages",
       ]);
     });
   } finally {

@@ -5,7 +5,7 @@
  */
 import { assert, assertEquals } from "./support/assert.ts";
 import { Client, eventually, type Frame, loggedIn, resume } from "./support/client.ts";
-import { withWorld } from "./support/fixture.ts";
+import { undelivered, withWorld } from "./support/fixture.ts";
 import { canRestartPostgres, restartPostgres } from "./support/postgres.ts";
 import type { ServerProcess } from "./support/server.ts";
 import { TcpProxy } from "./support/tcp_proxy.ts";
@@ -37,6 +37,8 @@ async function outage(kind: Outage) {
         NODE_TTL_MS: "15000",
         RATE_LIMIT_PER_SEC: "100000",
         RATE_LIMIT_BURST: "100000",
+        // Nothing is acknowledged here, and every confirmed message must come in the replay.
+        SYNC_LIMIT: "100000",
       };
       const via = kind === "restart" ? databaseUrl : proxy.wrap(databaseUrl);
       const [a, b] = [
@@ -45,6 +47,9 @@ async function outage(kind: Outage) {
       ];
       const homes = [a, a, b, b];
       const users = await Promise.all(homes.map((s) => loggedIn(s.wsUrl)));
+      // Every socket each user had: a message may reach an earlier one (as a push, or filled in
+      // before the `sent` of the user's own later message, which moves its deliveredSeq on).
+      const socketsOf = new Map(users.map((u) => [u.user.id, [u.client]]));
       // A node that lost its lease closes its sockets with 1001; clients then log in again with
       // their token, as PROTOCOL.md tells them to.
       const ensureOpen = async (u: (typeof users)[number]) => {
@@ -59,6 +64,7 @@ async function outage(kind: Outage) {
             }));
             if (w.type === "welcome") {
               u.client = c;
+              socketsOf.get(u.user.id)!.push(c);
               return true;
             }
             await c.close();
@@ -169,16 +175,18 @@ async function outage(kind: Outage) {
         homes[users.indexOf(u)] = b;
         await ensureOpen(u);
         const c = u.client;
-        const [{ n }] = await sql<
-          { n: number }[]
-        >`select count(*) as n from waiting_messages where user_id = ${u.user.id}`;
+        const n = await undelivered(sql, u.user.id);
         await eventually(
           () => c.frames.filter((f) => f.type === "message").length >= n,
           10_000,
           "replay",
         );
         const got = new Set(
-          c.frames.filter((f) => f.type === "message").map((f) => (f.message as { id: number }).id),
+          socketsOf.get(u.user.id)!.flatMap((s) =>
+            s.frames.filter((f) => f.type === "message").map((f) =>
+              (f.message as { id: number }).id
+            )
+          ),
         );
         const lost = [...confirmed.get(u.user.id)!].filter((id) => !got.has(id));
         assertEquals(lost, [], `confirmed but not delivered to ${u.user.id}`);

@@ -7,7 +7,7 @@ import { type Browser, chromium, type ConsoleMessage, type Page } from "playwrig
 import { assert, assertEquals, assertMatch } from "./support/assert.ts";
 import { Client, eventually } from "./support/client.ts";
 import type { Sql } from "./support/context.ts";
-import { withWorld } from "./support/fixture.ts";
+import { undelivered, withWorld } from "./support/fixture.ts";
 
 const CHROMIUM = Deno.env.get("CHROMIUM_PATH") || "/usr/bin/chromium";
 const ARTIFACTS = new URL("./.artifacts/web/", import.meta.url);
@@ -105,10 +105,8 @@ async function presence(page: Page, userId: number, word: "online" | "offline") 
 const messageItems = (page: Page, text: string) =>
   page.locator("#messages li.message", { hasText: text });
 
-async function waitingCount(sql: Sql, userId: number) {
-  const [row] = await sql<{ n: number }[]>`
-    select count(*)::int as n from waiting_messages where user_id = ${userId}`;
-  return row.n;
+function waitingCount(sql: Sql, userId: number) {
+  return undelivered(sql, userId);
 }
 
 Deno.test("web client: register, befriend, chat both ways, presence, reload and offline messages", async () => {

@@ -93,6 +93,11 @@ export class Accounts {
     return user;
   }
 
+  /** The device a token is: its digest in hex, as cursors and sessions name it. */
+  static deviceOf(token: string): string {
+    return createHash("sha256").update(token).digest("hex");
+  }
+
   async revokeToken(token: string): Promise<void> {
     await q.deleteToken(this.sql, digest(token));
   }

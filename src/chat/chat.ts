@@ -5,11 +5,12 @@
  */
 import type { Sql } from "../db/connect.ts";
 import * as q from "../db/queries/chat.ts";
+import * as logs from "../db/queries/logs.ts";
 import * as presence from "../db/queries/presence.ts";
 import type { Logger } from "../log.ts";
 import type { Bus, BusEvent, Delivery } from "../realtime/bus.ts";
 import { Outbox } from "./outbox.ts";
-import { AckBatcher } from "./acks.ts";
+import { CursorBatcher } from "./acks.ts";
 import { Accounts, validate } from "./accounts.ts";
 import { ChatError } from "./errors.ts";
 import type { SlidingWindow } from "./throttle.ts";
@@ -18,6 +19,7 @@ import { BLOCKED_MESSAGE, People } from "./people.ts";
 
 export type { FriendRow as Friend, GroupRow as Group } from "../db/queries/chat.ts";
 export type Target = { user: number } | { group: number };
+export type { Range } from "../db/queries/logs.ts";
 
 export interface User {
   id: number;
@@ -27,11 +29,40 @@ export interface User {
 /** A message as the wire shows it (PROTOCOL.md, Types). */
 export interface Message {
   id: number;
+  /** Its position in its conversation's log. */
+  seq: number;
   from: User;
   to: Target;
   text: string;
   at: string;
   clientId?: string;
+}
+
+/** An event of a conversation's log as the server moves it around: the wire form and its log. */
+export interface LogEvent {
+  /** Internal id of the conversation (never on the wire). */
+  conversation: number;
+  message: Message;
+}
+
+/** A conversation as `welcome` lists it (PROTOCOL.md, Types). */
+export interface ConversationView {
+  with: Target;
+  lastSeq: number;
+  deliveredSeq: number;
+  readSeq: number;
+  unread: number;
+  truncated?: true;
+}
+
+/** What a device is sent at login: the conversations, and the log ranges to replay. */
+export interface CatchUp {
+  conversations: ConversationView[];
+  /** Where this device's stream of each conversation starts (its catch-up comes after). */
+  starts: Map<number, number>;
+  ranges: logs.Range[];
+  /** The last seq of each conversation. */
+  lasts: Map<number, number>;
 }
 
 export type Credentials = { name: string; password: string } | { id: number; password: string } | {
@@ -45,18 +76,25 @@ export interface LoggedIn {
    * null for transports that cannot resume (the course protocol).
    */
   token: string | null;
+  /** The device: the token's digest in hex; null for a course connection (one per login). */
+  device: string | null;
   sessionId: number;
 }
 
 export function toMessage(row: q.MessageRow): Message {
   return {
     id: row.id,
+    seq: row.seq,
     from: { id: row.senderId, name: row.senderName },
     to: row.groupId !== null ? { group: row.groupId } : { user: row.recipientId! },
     text: row.text,
     at: row.at.toISOString(),
     ...(row.clientId !== null ? { clientId: row.clientId } : {}),
   };
+}
+
+export function toEvent(row: q.MessageRow): LogEvent {
+  return { conversation: row.conversationId, message: toMessage(row) };
 }
 
 const notFoundUser = (id: number) =>
@@ -75,6 +113,8 @@ export interface ChatOptions {
   loginFailures: SlidingWindow;
   /** Registrations, keyed by client address. */
   registrations: SlidingWindow;
+  /** Most events of one conversation replayed at login (SYNC_LIMIT). */
+  syncLimit: number;
 }
 
 const shuttingDown = () =>
@@ -94,7 +134,8 @@ export class Chat {
   readonly #log: Logger;
   readonly #loginFailures: SlidingWindow;
   readonly #outbox: Outbox;
-  readonly #acks: AckBatcher;
+  readonly #cursors: CursorBatcher;
+  readonly #syncLimit: number;
   readonly #deliveryHandlers: ((items: Delivery[]) => void)[] = [];
   readonly #registrations: SlidingWindow;
   #loginsClosed = false;
@@ -104,7 +145,8 @@ export class Chat {
   constructor(options: ChatOptions) {
     this.#loginFailures = options.loginFailures;
     this.#outbox = new Outbox(options.sql, (stored) => this.#committed(stored));
-    this.#acks = new AckBatcher(options.sql);
+    this.#cursors = new CursorBatcher(options.sql);
+    this.#syncLimit = options.syncLimit;
     this.#registrations = options.registrations;
     this.#sql = options.sql;
     this.#bus = options.bus;
@@ -225,7 +267,12 @@ export class Chat {
         throw error;
       }
     }
-    return { user, token, sessionId: opened.sessionId };
+    return {
+      user,
+      token,
+      device: token === null ? null : Accounts.deviceOf(token),
+      sessionId: opened.sessionId,
+    };
   }
 
   /**
@@ -300,12 +347,7 @@ export class Chat {
     return group;
   }
 
-  /**
-   * Stores a message with a waiting row for each recipient (through the outbox, which commits many
-   * together), then tells the recipients' nodes. A retry with the same `clientId` returns the
-   * first message and stores nothing. A `signal` aborted before the message's batch begins stores
-   * nothing and rejects with the signal's reason.
-   */
+  /** `post` for a caller that needs only the message. */
   async send(
     userId: number,
     to: Target,
@@ -313,12 +355,31 @@ export class Chat {
     clientId?: string,
     signal?: AbortSignal,
   ): Promise<Message> {
+    return (await this.post(userId, to, text, clientId, signal)).message;
+  }
+
+  /**
+   * Appends a message to its conversation's log (through the outbox, which commits many
+   * together), then tells the nodes of every participant, the sender's other devices included;
+   * `session`, the sending socket's, gets no push (its reply is `sent`). A retry with the same
+   * `clientId` returns the first message and stores nothing. A `signal` aborted before the
+   * message's batch begins stores nothing and rejects with the signal's reason.
+   */
+  async post(
+    userId: number,
+    to: Target,
+    text: unknown,
+    clientId?: string,
+    signal?: AbortSignal,
+    session?: number,
+  ): Promise<LogEvent> {
     const body = validate(messageText, "text", text);
     const stored = await this.#outbox.store(
       { senderId: userId, to, text: body, clientId: clientId ?? null },
       signal,
+      session,
     );
-    if (stored.ok) return toMessage(stored.row);
+    if (stored.ok) return toEvent(stored.row);
     if (stored.reason === "no_user") throw notFoundUser((to as { user: number }).user);
     if (stored.reason === "no_group") throw notFoundGroup((to as { group: number }).group);
     if (stored.reason === "blocked") throw new ChatError("forbidden", BLOCKED_MESSAGE);
@@ -333,40 +394,141 @@ export class Chat {
     this.#deliveryHandlers.push(handler);
   }
 
-  #committed(stored: { row: q.MessageRow; recipients: number[] }[]): void {
-    const items = stored.filter((s) => s.recipients.length > 0)
-      .map((s) => ({ message: toMessage(s.row), recipients: s.recipients }));
+  #committed(stored: { row: q.MessageRow; recipients: number[]; session?: number }[]): void {
+    const items: Delivery[] = stored.filter((s) => s.recipients.length > 0)
+      .map((s) => ({
+        message: toMessage(s.row),
+        conversation: s.row.conversationId,
+        recipients: s.recipients,
+        ...(s.session !== undefined ? { session: s.session } : {}),
+      }));
     if (items.length === 0) return;
     for (const handler of this.#deliveryHandlers) handler(items);
     this.#tell({ type: "messages", origin: this.#node.id, items });
   }
 
-  async ack(userId: number, ids: readonly number[]): Promise<void> {
-    await this.#acks.ack(userId, [...new Set(ids)]);
+  /** `ack {ids}`: each listed message's conversation, up to its seq; unknown ids are ignored. */
+  async ack(userId: number, ids: readonly number[], device: string | null = null): Promise<void> {
+    if (ids.length === 0) return;
+    await this.#cursors.move({ kind: "ids", user: userId, device, ids: [...new Set(ids)] });
   }
 
-  /** Messages waiting for `userId`, oldest first, a page at a time. */
-  async waiting(userId: number, afterId = 0, limit = 500): Promise<Message[]> {
-    return (await q.waitingFor(this.#sql, userId, afterId, limit)).map(toMessage);
+  /** `ack {with, seq}`: this device has the conversation up to `seq`. */
+  async ackSeq(userId: number, device: string | null, target: Target, seq: number): Promise<void> {
+    await this.#cursors.move({ kind: "ack", user: userId, device, target, seq });
   }
 
-  /** Of messages `ids`, those still waiting for each of `users`. */
-  async waitingAmong(ids: readonly number[], users: readonly number[]) {
-    return (await q.waitingAmong(this.#sql, ids, users)).map((r) => ({
-      user: r.userId,
-      message: toMessage(r),
-    }));
+  /** Written to a connection without acks (the course protocol): the user has it. */
+  async delivered(userId: number, event: LogEvent): Promise<void> {
+    await this.#cursors.move({
+      kind: "delivered",
+      user: userId,
+      conversation: event.conversation,
+      seq: event.message.seq,
+    });
+  }
+
+  /**
+   * `read {with, seq}`. When the user's readSeq moved, its other devices (all but `session`) and,
+   * in a direct conversation, the other user hear of it.
+   */
+  async read(
+    userId: number,
+    device: string | null,
+    session: number | null,
+    target: Target,
+    seq: number,
+  ): Promise<void> {
+    const outcome = await this.#cursors.move({ kind: "read", user: userId, device, target, seq });
+    if (outcome.movedReadSeq !== null) {
+      this.#tell({ type: "read", user: userId, with: target, seq: outcome.movedReadSeq, session });
+    }
+  }
+
+  /**
+   * The user's conversations as this device sees them, and what to replay: from the device's own
+   * cursor, else from the user's deliveredSeq, at most SYNC_LIMIT events per conversation.
+   * `groups` are the user's groups (those without any event have no log yet).
+   */
+  async catchUp(
+    userId: number,
+    device: string | null,
+    groups: readonly number[],
+  ): Promise<CatchUp> {
+    const rows = await logs.conversationsOf(this.#sql, userId, device);
+    const conversations: ConversationView[] = [];
+    const starts = new Map<number, number>();
+    const lasts = new Map<number, number>();
+    const ranges: logs.Range[] = [];
+    const seen = new Set<number>();
+    for (const c of rows) {
+      let start = Math.min(c.deviceSeq ?? c.deliveredSeq, c.lastSeq);
+      const truncated = c.lastSeq - start > this.#syncLimit;
+      if (truncated) start = c.lastSeq - this.#syncLimit;
+      starts.set(c.id, start);
+      lasts.set(c.id, c.lastSeq);
+      if (start < c.lastSeq) ranges.push({ conversation: c.id, after: start, upTo: c.lastSeq });
+      if (c.groupId !== null) seen.add(c.groupId);
+      conversations.push({
+        with: c.groupId !== null
+          ? { group: c.groupId }
+          : { user: c.userA === userId ? c.userB! : c.userA! },
+        lastSeq: c.lastSeq,
+        deliveredSeq: c.deliveredSeq,
+        readSeq: c.readSeq,
+        // The sender's own messages never lie beyond its readSeq (sending moves it), so what
+        // lies beyond are others' messages. Edits and deletions, once they are events, must be
+        // subtracted here.
+        unread: Math.max(0, c.lastSeq - c.readSeq),
+        ...(truncated ? { truncated: true as const } : {}),
+      });
+    }
+    for (const g of groups) {
+      if (seen.has(g)) continue;
+      conversations.push({
+        with: { group: g },
+        lastSeq: 0,
+        deliveredSeq: 0,
+        readSeq: 0,
+        unread: 0,
+      });
+    }
+    return { conversations, starts, ranges, lasts };
+  }
+
+  /** Events of `ranges`, a page of at most `limit`; in log order, or by id (`byId`). */
+  async events(ranges: readonly logs.Range[], limit = 500, byId = false): Promise<LogEvent[]> {
+    return (await logs.eventsIn(this.#sql, ranges, limit, byId)).map(toEvent);
+  }
+
+  /** The last seq of each of `conversations`. */
+  lastSeqs(conversations: readonly number[]): Promise<Map<number, number>> {
+    return logs.lastSeqs(this.#sql, conversations);
+  }
+
+  /** Messages by id (too large for the bus), with their logs. */
+  async eventsById(ids: readonly number[]): Promise<LogEvent[]> {
+    return (await logs.messagesById(this.#sql, ids)).map(toEvent);
+  }
+
+  /** `receipts {group}`: every member's deliveredSeq and readSeq. */
+  async receipts(userId: number, groupId: number) {
+    if (!await q.isMember(this.#sql, groupId, userId)) {
+      if (!await q.groupExists(this.#sql, groupId)) throw notFoundGroup(groupId);
+      throw new ChatError("forbidden", `You are not a member of group ${groupId}: join it first`);
+    }
+    return await logs.groupReceipts(this.#sql, groupId);
   }
 
   async history(
     userId: number,
     withWhom: Target,
-    before: number | null,
+    bounds: { before: number | null; after: number | null },
     limit: number,
   ): Promise<Message[]> {
     if ("user" in withWhom) {
       if (!await q.userExists(this.#sql, withWhom.user)) throw notFoundUser(withWhom.user);
-      const rows = await q.history(this.#sql, { between: [userId, withWhom.user] }, before, limit);
+      const rows = await q.history(this.#sql, { between: [userId, withWhom.user] }, bounds, limit);
       return rows.map(toMessage);
     }
     if (!await q.isMember(this.#sql, withWhom.group, userId)) {
@@ -376,7 +538,7 @@ export class Chat {
         `You are not a member of group ${withWhom.group}: join it first`,
       );
     }
-    return (await q.history(this.#sql, { group: withWhom.group }, before, limit)).map(toMessage);
+    return (await q.history(this.#sql, { group: withWhom.group }, bounds, limit)).map(toMessage);
   }
 
   friend(id: number) {

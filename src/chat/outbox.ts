@@ -4,11 +4,13 @@
  * so under load one transaction stores hundreds, while a lone message still commits at once.
  */
 import { type Sql, transaction } from "../db/connect.ts";
-import { type NewMessage, type Stored, storeMessages } from "../db/queries/chat.ts";
+import { BatchRaced, type NewMessage, type Stored, storeMessages } from "../db/queries/chat.ts";
 
 interface Pending {
   message: NewMessage;
   signal?: AbortSignal;
+  /** The sending socket's session, passed on to `committed`. */
+  session?: number;
   resolve: (stored: Stored) => void;
   reject: (error: unknown) => void;
 }
@@ -31,18 +33,31 @@ export class Outbox {
    */
   constructor(
     private readonly sql: Sql,
-    private readonly committed: (stored: Extract<Stored, { ok: true }>[]) => void,
+    private readonly committed: (
+      stored: (Extract<Stored, { ok: true }> & { session?: number })[],
+    ) => void,
   ) {}
 
   /**
    * Resolves once the message's transaction has committed (or refused it). A message whose
    * `signal` aborted before its batch began is not stored and rejects with the signal's reason.
    */
-  store(message: NewMessage, signal?: AbortSignal): Promise<Stored> {
+  store(message: NewMessage, signal?: AbortSignal, session?: number): Promise<Stored> {
     return new Promise((resolve, reject) => {
-      this.#queue.push({ message, signal, resolve, reject });
+      this.#queue.push({ message, signal, session, resolve, reject });
       if (this.#inFlight < MAX_IN_FLIGHT) void this.#flush();
     });
+  }
+
+  /** One transaction; again when another batch stored one of its clientIds meanwhile. */
+  async #store(messages: NewMessage[]): Promise<Stored[]> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await transaction(this.sql, (tx) => storeMessages(tx, messages));
+      } catch (error) {
+        if (!(error instanceof BatchRaced) || attempt >= 3) throw error;
+      }
+    }
   }
 
   async #flush(): Promise<void> {
@@ -57,16 +72,17 @@ export class Outbox {
         if (batch.length === 0) continue;
         let stored: Stored[];
         try {
-          stored = await transaction(
-            this.sql,
-            (tx) => storeMessages(tx, batch.map((p) => p.message)),
-          );
+          stored = await this.#store(batch.map((p) => p.message));
         } catch (error) {
           for (const p of batch) p.reject(error);
           continue;
         }
         batch.forEach((p, i) => p.resolve(stored[i]));
-        const fresh = stored.filter((s): s is Extract<Stored, { ok: true }> => s.ok && s.created);
+        const fresh = stored.flatMap((s, i) =>
+          s.ok && s.created
+            ? [batch[i].session !== undefined ? { ...s, session: batch[i].session } : s]
+            : []
+        );
         try {
           if (fresh.length > 0) this.committed(fresh);
         } catch {

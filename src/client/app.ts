@@ -198,7 +198,8 @@ export class ChatClient {
     } catch {
       // Lost already: what was not acked comes again after the reconnection.
     }
-    const waiting = session.replay ?? [];
+    // Caught up conversation by conversation; shown oldest first across them, as the course did.
+    const waiting = (session.replay ?? []).sort((x, y) => x.id - y.id);
     session.replay = null;
     this.#t.print(formatWaiting(waiting));
     for (const message of waiting) this.#ack(message.id);

@@ -19,7 +19,7 @@
  * the course server sent them: at once, each its own write, except that those queued while a
  * write is under way leave together in the next one, as muduo's output buffer does.
  */
-import type { Chat, Message } from "../chat/chat.ts";
+import type { Chat, LogEvent, Range } from "../chat/chat.ts";
 import { toChatError } from "../chat/errors.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
@@ -38,6 +38,7 @@ import {
   registerError,
 } from "./course.ts";
 import { type Piece, Splitter } from "./framing.ts";
+import { Sequencer } from "../realtime/sequencer.ts";
 import { delay } from "../time.ts";
 
 /** Pause after the login ack, so that the ack and what follows never land in one `recv`. */
@@ -46,8 +47,8 @@ export const ACK_PAUSE_MS = 100;
 export const WRITE_GAP_MS = 20;
 /** Writes a connection may have queued; past this the client reads too slowly and is closed. */
 const MAX_PENDING_WRITES = 2000;
-/** Message ids remembered per login to keep a message from being written twice. */
-const REMEMBERED_IDS = 10_000;
+/** Events read per query when catching up. */
+const CATCH_UP_PAGE = 500;
 const READ_BUFFER_BYTES = 16 * 1024;
 
 const encoder = new TextEncoder();
@@ -132,7 +133,10 @@ export class CourseConnection implements Peer {
   #ready = false;
   /** The session this connection is listed under in the registry, kept for `unbind`. */
   #bound: { user: number; session: number } | null = null;
-  #queued = new Set<number>();
+  /** Orders and deduplicates what is written, per conversation (see Sequencer). */
+  #sequencer: Sequencer;
+  /** The login replay is being written: paced, unlike live messages. */
+  #replaying = false;
   #closing = false;
   #connClosed = false;
   #finished = false;
@@ -153,6 +157,15 @@ export class CourseConnection implements Peer {
     this.#ackPauseMs = options.ackPauseMs ?? ACK_PAUSE_MS;
     this.#writeGapMs = options.writeGapMs ?? WRITE_GAP_MS;
     this.ended = new Promise((resolve) => this.#resolveEnded = resolve);
+    this.#sequencer = new Sequencer({
+      fetch: (conversation, after, upTo) =>
+        options.chat.events([{ conversation, after, upTo }], CATCH_UP_PAGE),
+      emit: (event) => this.#deliver(event, this.#replaying ? this.#writeGapMs : 0),
+      failed: (error) => {
+        this.#log.warn("legacy.fill_failed", { error: String(error) });
+        this.close(1011, "Could not read the conversation log");
+      },
+    });
   }
 
   /** Reads until either side closes, then ends the session. Never throws. */
@@ -363,24 +376,55 @@ export class CourseConnection implements Peer {
     this.userId = user.id;
     this.sessionId = sessionId;
     this.#generation++;
-    this.#queued.clear();
-    // Listed before the waiting messages are read: a message committed after this point is pushed
-    // live, one committed before is in the waiting set, and one in between comes both ways, which
-    // `#queued` absorbs (the course client cannot drop duplicates itself).
+    // Listed before the catch-up is read, with live events held until it is written: a message
+    // committed meanwhile comes both ways, and the sequencer writes it once (the course client
+    // cannot drop duplicates itself), in order.
+    this.#sequencer.reset();
+    this.#sequencer.hold();
     this.#bound = { user: user.id, session: sessionId };
     this.#o.registry.bind(this);
     this.#log.info("session.opened", { user: user.id, session: sessionId });
     let overview: Awaited<ReturnType<Chat["overview"]>>;
+    let catchUp: Awaited<ReturnType<Chat["catchUp"]>>;
     try {
       overview = await chat.overview(user.id);
+      catchUp = await chat.catchUp(user.id, null, overview.groups.map((g) => g.id));
     } catch (error) {
+      await this.#sequencer.release(() => Promise.resolve());
       await this.#logout("login failed");
       void this.#enqueue(loginError(ERRNO.unavailable, toChatError(error).message));
       throw error;
     }
     void this.#enqueue(loginAck(user, overview.friends, overview.groups), this.#ackPauseMs);
     this.#ready = true;
-    await this.replayWaiting();
+    await this.#sequencer.release(async () => {
+      for (const [conversation, seq] of catchUp.starts) this.#sequencer.start(conversation, seq);
+      await this.#replay(catchUp.ranges);
+    });
+  }
+
+  /**
+   * Writes what no device of this user has, oldest first across all its conversations, as the
+   * course did, a page at a time as the writes complete.
+   */
+  async #replay(ranges: Range[]): Promise<void> {
+    const generation = this.#generation;
+    let left = ranges.map((r) => ({ ...r }));
+    while (left.length > 0 && !this.#closing && this.#generation === generation) {
+      const page = await this.#o.chat.events(left, CATCH_UP_PAGE, true);
+      if (this.#generation !== generation) return;
+      this.#replaying = true;
+      try {
+        for (const event of page) this.#sequencer.deliver(event);
+      } finally {
+        this.#replaying = false;
+      }
+      if (page.length < CATCH_UP_PAGE) return;
+      const reached = new Map(page.map((e) => [e.conversation, e.message.seq]));
+      left = left.map((r) => ({ ...r, after: reached.get(r.conversation) ?? r.after }))
+        .filter((r) => r.after < r.upTo);
+      await this.#drained;
+    }
   }
 
   /** Ends the session; the connection stays open for another login. */
@@ -391,6 +435,7 @@ export class CourseConnection implements Peer {
     this.sessionId = null;
     this.#ready = false;
     this.#generation++;
+    this.#sequencer.reset();
     if (session !== null) {
       await this.#o.chat.endSession(session);
       this.#log.info("session.closed", { user: user ?? undefined, session, why });
@@ -402,42 +447,47 @@ export class CourseConnection implements Peer {
     this.#bound = null;
   }
 
-  /** Writes what waits for this user, oldest first, a page at a time as the writes complete. */
-  async replayWaiting(): Promise<void> {
+  /** After the bus was away: writes what this connection missed, in order. */
+  async resync(): Promise<void> {
     const user = this.userId;
-    const generation = this.#generation;
     if (user === null || !this.#ready) return;
-    let after = 0;
-    while (!this.#closing && this.#generation === generation) {
-      const page = await this.#o.chat.waiting(user, after);
-      if (page.length === 0 || this.#generation !== generation) return;
-      for (const message of page) this.#deliver(message, this.#writeGapMs);
-      after = page[page.length - 1].id;
-      await this.#drained;
-    }
+    await this.#sequencer.task(async () => {
+      const catchUp = await this.#o.chat.catchUp(user, null, []);
+      for (const [conversation, seq] of catchUp.starts) {
+        if (this.#sequencer.last(conversation) === undefined) {
+          this.#sequencer.start(conversation, seq);
+        }
+      }
+      for (const [conversation, last] of catchUp.lasts) {
+        await this.#sequencer.fill(conversation, last);
+      }
+    });
   }
 
-  push(message: Message): void {
-    if (this.#ready && this.userId !== null) this.#deliver(message, 0);
+  push(event: LogEvent): void {
+    if (this.#ready && this.userId !== null) this.#sequencer.push(event);
   }
 
   /** Presence, friend and member pushes have no course form: the course client never gets them. */
   notify(_notice: Notice): void {}
 
-  /** Queues `message` unless it already was; acknowledges it once its write completed. */
-  #deliver(message: Message, pauseAfterMs: number): void {
-    if (this.#queued.has(message.id)) return;
-    this.#queued.add(message.id);
-    if (this.#queued.size > REMEMBERED_IDS) {
-      this.#queued.delete(this.#queued.values().next().value!);
-    }
-    const user = this.userId!;
-    void this.#enqueue(chatObject(message), pauseAfterMs).then((written) => {
+  /**
+   * Queues one event as one write and, once written, counts it as delivered: the course client
+   * has no way to acknowledge. The user's own messages (from its other devices) have no course
+   * form and are skipped.
+   */
+  #deliver(event: LogEvent, pauseAfterMs: number): void {
+    const user = this.userId;
+    if (user === null || event.message.from.id === user) return;
+    void this.#enqueue(chatObject(event.message), pauseAfterMs).then((written) => {
       if (!written) return;
       this.#o.metrics?.messagesDelivered.inc();
-      // Written to the socket counts as delivered: the course client has no way to acknowledge.
-      this.#o.chat.ack(user, [message.id]).catch((error) =>
-        this.#log.warn("legacy.ack_failed", { error: String(error), message: message.id, user })
+      this.#o.chat.delivered(user, event).catch((error) =>
+        this.#log.warn("legacy.ack_failed", {
+          error: String(error),
+          message: event.message.id,
+          user,
+        })
       );
     });
   }

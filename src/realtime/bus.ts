@@ -6,10 +6,15 @@
 
 import type { Message, Target } from "../chat/chat.ts";
 
-/** A committed message and the users it waits for. */
+/**
+ * A committed message, its conversation (internal id) and every participant to push it to; the
+ * sending socket's `session`, which gets `sent` instead, is skipped.
+ */
 export interface Delivery {
   message: Message;
+  conversation: number;
   recipients: number[];
+  session?: number;
 }
 
 /** What nodes tell each other. Each event is about rows already committed. */
@@ -40,7 +45,12 @@ export type BusEvent =
    * A typing notice passed on: for `recipients` (their nodes push to those online), sent by `from`
    * in the conversation `to` names, at `at` (ms since the epoch, by the passing node's clock).
    */
-  | { type: "typing"; from: number; to: Target; recipients: number[]; at: number };
+  | { type: "typing"; from: number; to: Target; recipients: number[]; at: number }
+  /**
+   * A user's readSeq moved in a conversation (`with` as that user names it): its other devices
+   * (all but `session`) and, in a direct conversation, the other user are told.
+   */
+  | { type: "read"; user: number; with: Target; seq: number; session: number | null };
 
 export type BusHandler = (event: BusEvent) => void;
 
@@ -91,6 +101,8 @@ export function audienceOf(event: BusEvent): Audience {
     case "typing":
       // A group's nodes are found by the group, cheaper than by a long list of its members.
       return "group" in event.to ? { groups: [event.to.group] } : { users: event.recipients };
+    case "read":
+      return { users: "user" in event.with ? [event.user, event.with.user] : [event.user] };
     default: {
       const unrouted: never = event;
       throw new Error(`Bus event ${JSON.stringify(unrouted)} has no audience`);

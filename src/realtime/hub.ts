@@ -72,6 +72,8 @@ export class Hub {
         );
       case "typing":
         return this.#typing(event);
+      case "read":
+        return this.#read(event);
     }
   }
 
@@ -82,31 +84,49 @@ export class Hub {
 
   #deliverItems(items: Delivery[]): void {
     if (this.#o.registry.sessions === 0) return;
-    for (const { message, recipients } of items) {
+    for (const { message, conversation, recipients, session } of items) {
       let observed = false;
+      const event = { conversation, message };
       for (const user of recipients) {
         for (const socket of this.#o.registry.byUser(user)) {
+          if (socket.sessionId === session && session !== undefined) continue;
           if (!observed) {
             this.#o.metrics.sendPushSeconds.observe(
               Math.max(0, Date.now() - Date.parse(message.at)) / 1000,
             );
             observed = true;
           }
-          socket.push(message);
+          socket.push(event);
         }
       }
     }
   }
 
-  /** Messages known by id only: fetched, for the recipients on this node that still wait for them. */
+  /** Messages known by id only: fetched, for the recipients on this node. */
   async #deliver(ids: number[], recipients: number[]): Promise<void> {
     const local = recipients.filter((r) => this.#o.registry.byUser(r).size > 0);
     if (local.length === 0) return;
-    for (const { user, message } of await this.#o.chat.waitingAmong(ids, local)) {
+    for (const event of await this.#o.chat.eventsById(ids)) {
       this.#o.metrics.sendPushSeconds.observe(
-        Math.max(0, Date.now() - Date.parse(message.at)) / 1000,
+        Math.max(0, Date.now() - Date.parse(event.message.at)) / 1000,
       );
-      for (const socket of this.#o.registry.byUser(user)) socket.push(message);
+      for (const user of local) {
+        for (const socket of this.#o.registry.byUser(user)) socket.push(event);
+      }
+    }
+  }
+
+  /** A user read a conversation: its other devices, and the other user of a direct one. */
+  #read(event: Extract<BusEvent, { type: "read" }>): void {
+    const { user, seq } = event;
+    for (const socket of this.#o.registry.byUser(user)) {
+      if (event.session !== null && socket.sessionId === event.session) continue;
+      socket.notify({ type: "read", with: event.with, user, seq });
+    }
+    if ("user" in event.with && event.with.user !== user) {
+      for (const socket of this.#o.registry.byUser(event.with.user)) {
+        socket.notify({ type: "read", with: { user }, user, seq });
+      }
     }
   }
 
@@ -216,10 +236,10 @@ export class Hub {
     for (const user of event.recipients) this.#notifyUser(user, notice);
   }
 
-  /** After the bus was away: push whatever waits for the users on this node. */
+  /** After the bus was away: send every connection on this node what it missed. */
   async catchUp(): Promise<void> {
     const sockets = this.#o.registry.all().filter((s) => s.userId !== null);
-    for (const socket of sockets) await socket.replayWaiting();
+    for (const socket of sockets) await socket.resync();
   }
 
   stop(): void {

@@ -38,6 +38,31 @@ const login = z.object({
   }
 });
 
+/** A position in a conversation's log: 0 (before the first event) or more. */
+const seq = z.number({ error: "expected a whole number" }).int("expected a whole number")
+  .min(0, "expected a whole number").max(Number.MAX_SAFE_INTEGER, "expected a smaller number");
+
+/** `ack {ids}` (version 1) or `ack {with, seq}` (version 2). */
+const ack = z.object({
+  ids: z.array(id, { error: "expected an array of ids" }).max(1000, "expected at most 1000 ids")
+    .optional(),
+  with: target.optional(),
+  seq: seq.optional(),
+}).superRefine((v, ctx) => {
+  if (v.ids !== undefined && v.with === undefined && v.seq === undefined) return;
+  if (v.ids !== undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["ids"],
+      message: 'give either "ids" or "with" and "seq"',
+    });
+  } else if (v.with === undefined) {
+    ctx.addIssue({ code: "custom", path: ["with"], message: 'required, or give "ids"' });
+  } else if (v.seq === undefined) {
+    ctx.addIssue({ code: "custom", path: ["seq"], message: "required" });
+  }
+});
+
 /**
  * A string field. Values users choose (names, passwords, text) are checked once, by the domain,
  * which every transport goes through; here only their type.
@@ -54,15 +79,16 @@ export const REQUESTS = {
     clientId: z.string({ error: "expected a string" }).min(1, "expected 1 to 64 characters")
       .max(64, "expected 1 to 64 characters").pipe(storableText).optional(),
   }),
-  "ack": z.object({
-    ids: z.array(id, { error: "expected an array of ids" }).max(1000, "expected at most 1000 ids"),
-  }),
+  "ack": ack,
+  "read": z.object({ with: target, seq }),
+  "receipts": z.object({ group: id }),
   "friend.add": z.object({ user: id }),
   "group.create": z.object({ name: text, description: text.optional() }),
   "group.join": z.object({ group: id }),
   "history": z.object({
     with: target,
     before: id.optional(),
+    after: id.optional(),
     limit: z.number({ error: "expected an integer from 1 to 100" }).int(
       "expected an integer from 1 to 100",
     )

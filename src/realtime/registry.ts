@@ -3,7 +3,7 @@
  * only place that knows which users this node can push to.
  */
 
-import type { Message } from "../chat/chat.ts";
+import type { LogEvent } from "../chat/chat.ts";
 
 /** A push other than a message: presence, friend.added, group.member. */
 export type Notice = Record<string, unknown> & { type: string };
@@ -18,12 +18,13 @@ export interface Peer {
   sessionId: number | null;
   /** Resolves once the connection is closed and its session handled. */
   readonly ended: Promise<void>;
-  push(message: Message): void;
+  /** A live event of one of its user's conversations; the peer orders and deduplicates. */
+  push(event: LogEvent): void;
   notify(notice: Notice): void;
   /** Closes with a WebSocket close code; other transports map it to what they have. */
   close(code: number, reason: string): void;
-  /** Pushes whatever waits for its user (after the bus was away). */
-  replayWaiting(): Promise<void>;
+  /** Sends whatever it missed of its user's conversations (after the bus was away). */
+  resync(): Promise<void>;
 }
 
 /**

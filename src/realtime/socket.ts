@@ -3,13 +3,14 @@
  * chat domain, encodes replies and pushes. It sees the socket only through `SocketLike`, so it runs
  * the same under any server adapter and in tests.
  */
-import type { Chat, Message } from "../chat/chat.ts";
+import type { Chat, LogEvent, Message, Range } from "../chat/chat.ts";
 import { ChatError, toChatError } from "../chat/errors.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import { decodeFrame, FrameError, type Ref, type Request } from "./protocol.ts";
 import type { Notice, Peer, Registry } from "./registry.ts";
 import { TokenBucket } from "./rate_limit.ts";
+import { Sequencer } from "./sequencer.ts";
 import { bounded } from "../time.ts";
 
 /** What this module needs of a WebSocket. */
@@ -22,6 +23,7 @@ export interface SocketLike {
 export const CLOSE = {
   logout: 1000,
   goingAway: 1001,
+  internal: 1011,
   policy: 1008,
   tooBig: 1009,
   replaced: 4001,
@@ -66,6 +68,11 @@ type Reply = Record<string, unknown> & { type: string };
 
 /** One settled promise for every idle socket's queues to start from, rather than two each. */
 const SETTLED: Promise<void> = Promise.resolve();
+/** Where a `sent` reply stands in its conversation's log, for the sequencer. */
+const positions = new WeakMap<Reply, { conversation: number; direct: boolean; seq: number }>();
+
+/** Events read per query during catch-up. */
+const CATCH_UP_PAGE = 500;
 
 /**
  * A message's push frame, encoded once however many sockets it goes to: a group message reaches
@@ -84,6 +91,11 @@ export class ChatSocket implements Peer {
   userId: number | null = null;
   sessionId: number | null = null;
   #token: string | null = null;
+  #device: string | null = null;
+  /** Orders this user's events on the socket; made at login. */
+  #sequencer: Sequencer | null = null;
+  /** Sends received and not yet answered. */
+  #sending = 0;
   #closed = false;
   /** Answers, in request order. */
   #queue: Promise<void> = SETTLED;
@@ -108,6 +120,22 @@ export class ChatSocket implements Peer {
     this.#bucket = new TokenBucket(o.rateLimitPerSec, o.rateLimitBurst);
     this.#log = o.log;
     this.ended = new Promise((resolve) => this.#resolveEnded = resolve);
+  }
+
+  #newSequencer(): Sequencer {
+    return new Sequencer({
+      fetch: (conversation, after, upTo) =>
+        this.o.chat.events([{ conversation, after, upTo }], CATCH_UP_PAGE),
+      emit: (event) => {
+        this.o.metrics.messagesDelivered.inc();
+        this.#write(pushFrame(event.message));
+      },
+      failed: (error) => {
+        this.#log.warn("ws.fill_failed", { error: String(error), user: this.userId ?? undefined });
+        this.close(CLOSE.internal, "Could not read the conversation log: reconnect");
+      },
+      pendingReplies: () => this.#sending,
+    });
   }
 
   /** The socket is open: start the login clock. */
@@ -155,13 +183,16 @@ export class ChatSocket implements Peer {
     const { ref, request } = decoded;
     // Typing takes its token once past its own throttle (see #typing): a flood of it is dropped
     // silently, never answered `rate_limited`.
-    const wait = request.type === "ack" || request.type === "typing" ? 0 : this.#bucket.take();
+    const wait = request.type === "ack" || request.type === "read" || request.type === "typing"
+      ? 0
+      : this.#bucket.take();
     if (wait > 0) {
       const error = new ChatError("rate_limited", `Too many requests: retry in ${wait} ms`, wait);
       this.#inOrder(() => this.#error(error, ref));
       return;
     }
     const arrived = performance.now();
+    if (request.type === "send") this.#sending++;
     // A request starts once the one before it has finished, except after a send, which only has
     // to be handed to the outbox: sends pipeline into group commits. Answers still leave in the
     // order the requests came in.
@@ -175,7 +206,19 @@ export class ChatSocket implements Peer {
     this.#gate = request.type === "send" ? afterSubmit : outcome.then(() => {});
     this.#inOrder(async () => {
       const answer = await outcome;
-      if (answer) this.send(answer);
+      const position = answer ? positions.get(answer) : undefined;
+      if (answer && position && this.#sequencer) {
+        await this.#sequencer.reply(
+          position.conversation,
+          position.direct,
+          position.seq,
+          () => this.send(answer),
+        );
+      } else if (answer) this.send(answer);
+      if (request.type === "send") {
+        this.#sending--;
+        this.#sequencer?.progress();
+      }
       if (request.type === "logout" && answer?.type === "bye") {
         this.close(CLOSE.logout, "Logged out");
       }
@@ -193,7 +236,11 @@ export class ChatSocket implements Peer {
     const withRef = (frame: Reply) => ({ ...frame, ...(ref !== undefined ? { ref } : {}) });
     try {
       const reply = await this.#deadline(arrived, (signal) => this.#dispatch(request, ref, signal));
-      return reply ? withRef(reply) : null;
+      if (!reply) return null;
+      const out = withRef(reply);
+      const position = positions.get(reply);
+      if (position) positions.set(out, position);
+      return out;
     } catch (error) {
       const chatError = toChatError(error);
       if (request.type === "login") this.o.metrics.logins.inc({ result: chatError.code });
@@ -255,14 +302,35 @@ export class ChatSocket implements Peer {
         throw new ChatError("bad_frame", `Already logged in: "${request.type}" needs a new socket`);
       case "send": {
         const started = performance.now();
-        return chat.send(me, request.to, request.text, request.clientId, signal).then((message) => {
+        return chat.post(
+          me,
+          request.to,
+          request.text,
+          request.clientId,
+          signal,
+          this.sessionId ?? undefined,
+        ).then(({ conversation, message }) => {
           this.o.metrics.sendCommitSeconds.observe((performance.now() - started) / 1000);
           this.o.metrics.messagesSent.inc();
-          return { type: "sent", message };
+          const reply = { type: "sent", message };
+          positions.set(reply, { conversation, direct: "user" in message.to, seq: message.seq });
+          return reply;
         });
       }
       case "ack":
-        return chat.ack(me, request.ids).then(() => null);
+        return (request.ids !== undefined
+          ? chat.ack(me, request.ids, this.#device)
+          : chat.ackSeq(me, this.#device, request.with!, request.seq!)).then(() => null);
+      case "read":
+        return chat.read(me, this.#device, this.sessionId, request.with, request.seq).then(() =>
+          null
+        );
+      case "receipts":
+        return chat.receipts(me, request.group).then((members) => ({
+          type: "receipts",
+          group: request.group,
+          members,
+        }));
       case "friend.add":
         return chat.addFriend(me, request.user).then((friend) => ({
           type: "friend.added",
@@ -276,9 +344,12 @@ export class ChatSocket implements Peer {
       case "group.join":
         return chat.joinGroup(me, request.group).then((group) => ({ type: "group.joined", group }));
       case "history":
-        return chat.history(me, request.with, request.before ?? null, request.limit ?? 50).then((
-          messages,
-        ) => ({ type: "history", messages }));
+        return chat.history(
+          me,
+          request.with,
+          { before: request.before ?? null, after: request.after ?? null },
+          request.limit ?? 50,
+        ).then((messages) => ({ type: "history", messages }));
       case "logout":
         return this.#logout();
       case "user.search":
@@ -326,13 +397,21 @@ export class ChatSocket implements Peer {
     return { type: "registered", user };
   }
 
-  /** Sends `welcome` itself, then the waiting messages, so that nothing overtakes the welcome. */
+  /**
+   * Sends `welcome` itself, then the catch-up, then live events: the socket is listed for live
+   * pushes before the catch-up is read, with live events held back until the catch-up is out, so
+   * an event committed meanwhile comes once (the sequencer drops the second copy) and in order.
+   */
   async #login(request: Extract<Request, { type: "login" }>, ref: Ref | undefined): Promise<null> {
     const credentials = request.token !== undefined
       ? { token: request.token }
       : { name: request.name!, password: request.password! };
     this.#gaveUp = false;
-    const { user, token, sessionId } = await this.o.chat.login(credentials, "ws", this.address);
+    const { user, token, device, sessionId } = await this.o.chat.login(
+      credentials,
+      "ws",
+      this.address,
+    );
     this.o.metrics.logins.inc({ result: "ok" });
     if (this.#closed || this.#gaveUp) {
       // The socket went away, or was told `unavailable`, while the login ran: undo its session.
@@ -343,15 +422,44 @@ export class ChatSocket implements Peer {
     this.userId = user.id;
     this.sessionId = sessionId;
     this.#token = token;
-    // Listed before the waiting messages are read: a message committed after this point is pushed
-    // live, one committed before is in the waiting set, and one in between may come both ways,
-    // which clients absorb by id.
+    this.#device = device;
+    const sequencer = this.#sequencer = this.#newSequencer();
+    sequencer.hold();
     this.o.registry.bind(this);
     this.#log.info("session.opened", { user: user.id, session: sessionId });
-    const overview = await this.o.chat.overview(user.id);
-    this.send({ type: "welcome", ...(ref !== undefined ? { ref } : {}), user, token, ...overview });
-    await this.replayWaiting();
+    await sequencer.release(async () => {
+      const overview = await this.o.chat.overview(user.id);
+      const catchUp = await this.o.chat.catchUp(
+        user.id,
+        device,
+        overview.groups.map((g) => g.id),
+      );
+      this.send({
+        type: "welcome",
+        ...(ref !== undefined ? { ref } : {}),
+        protocol: 2,
+        user,
+        token,
+        ...overview,
+        conversations: catchUp.conversations,
+      });
+      for (const [conversation, seq] of catchUp.starts) sequencer.start(conversation, seq);
+      await this.#replay(sequencer, catchUp.ranges);
+    });
     return null;
+  }
+
+  /** Replays the events of `ranges`, a page at a time, in log order. */
+  async #replay(sequencer: Sequencer, ranges: Range[]): Promise<void> {
+    let left = ranges.map((r) => ({ ...r }));
+    while (left.length > 0 && !this.#closed) {
+      const page = await this.o.chat.events(left, CATCH_UP_PAGE);
+      for (const event of page) sequencer.deliver(event);
+      if (page.length < CATCH_UP_PAGE) return;
+      const reached = new Map(page.map((e) => [e.conversation, e.message.seq]));
+      left = left.map((r) => ({ ...r, after: reached.get(r.conversation) ?? r.after }))
+        .filter((r) => r.after < r.upTo);
+    }
   }
 
   async #logout(): Promise<Reply> {
@@ -359,25 +467,33 @@ export class ChatSocket implements Peer {
     this.o.registry.unbind(this);
     this.userId = null;
     this.sessionId = null;
+    this.#sequencer = null;
     await this.o.chat.logout(sessionId, this.#token);
     this.#token = null;
+    this.#device = null;
     return { type: "bye" };
   }
 
-  /** Pushes what waited for this user while it was away, oldest first, after `welcome`. */
-  async replayWaiting(): Promise<void> {
-    let after = 0;
-    while (!this.#closed && this.userId !== null) {
-      const page = await this.o.chat.waiting(this.userId, after);
-      for (const message of page) this.push(message);
-      if (page.length === 0) return;
-      after = page[page.length - 1].id;
-    }
+  /**
+   * After the bus was away: sends whatever this socket missed of its user's conversations, in
+   * order, as a fill between the live events.
+   */
+  async resync(): Promise<void> {
+    const user = this.userId;
+    const sequencer = this.#sequencer;
+    if (user === null || this.#closed || !sequencer) return;
+    await sequencer.task(async () => {
+      const catchUp = await this.o.chat.catchUp(user, this.#device, []);
+      for (const [conversation, seq] of catchUp.starts) {
+        if (sequencer.last(conversation) === undefined) sequencer.start(conversation, seq);
+      }
+      for (const [conversation, last] of catchUp.lasts) await sequencer.fill(conversation, last);
+    });
   }
 
-  push(message: Message): void {
-    this.o.metrics.messagesDelivered.inc();
-    this.#write(pushFrame(message));
+  /** A live event of one of this user's conversations. */
+  push(event: LogEvent): void {
+    this.#sequencer?.push(event);
   }
 
   notify(notice: Notice): void {

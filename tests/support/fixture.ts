@@ -38,3 +38,17 @@ export async function stateOf(sql: Sql, userId: number): Promise<string> {
   const [row] = await sql<{ state: string }[]>`select state from user_state where id = ${userId}`;
   return row.state;
 }
+
+/**
+ * Events of `userId`'s conversations that no device of the user acknowledged: the course's
+ * "offline messages", from the cursors.
+ */
+export async function undelivered(sql: Sql, userId: number): Promise<number> {
+  const [row] = await sql<{ n: number }[]>`
+    select coalesce(sum(c.last_seq - coalesce(uc.delivered_seq, 0)), 0)::int as n
+      from conversations c
+      left join user_cursors uc on uc.conversation_id = c.id and uc.user_id = ${userId}
+     where c.user_a = ${userId} or c.user_b = ${userId}
+        or c.group_id in (select group_id from group_members where user_id = ${userId})`;
+  return row.n;
+}

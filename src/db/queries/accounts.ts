@@ -53,10 +53,18 @@ export async function findUserByToken(sql: Querier, digest: Uint8Array): Promise
   return user ?? null;
 }
 
+/** Deletes a token and the cursors of the device it was. */
 export async function deleteToken(sql: Querier, digest: Uint8Array): Promise<void> {
-  await sql`delete from auth_tokens where token_hash = ${digest}`;
+  await sql`
+    with gone as (delete from auth_tokens where token_hash = ${digest} returning token_hash)
+    delete from device_cursors where token_hash in (select token_hash from gone)`;
 }
 
+/** Deletes expired tokens and their devices' cursors; returns how many tokens. */
 export async function deleteExpiredTokens(sql: Querier): Promise<number> {
-  return (await sql`delete from auth_tokens where expires_at <= now() returning 1`).length;
+  const [row] = await sql<{ n: number }[]>`
+    with gone as (delete from auth_tokens where expires_at <= now() returning token_hash),
+    cursors as (delete from device_cursors where token_hash in (select token_hash from gone))
+    select count(*)::int as n from gone`;
+  return row.n;
 }

@@ -25,6 +25,9 @@ export interface GroupRow {
 
 export interface MessageRow {
   id: number;
+  /** Internal: the conversation whose log holds it. Not on the wire. */
+  conversationId: number;
+  seq: number;
   senderId: number;
   senderName: string;
   recipientId: number | null;
@@ -96,21 +99,42 @@ export async function createGroup(
   });
 }
 
-/** "joined" (new member), "member" (already one) or "missing" (no such group). */
+/**
+ * "joined" (new member), "member" (already one) or "missing" (no such group). A new member's
+ * cursors start at the group's lastSeq: earlier messages are history, not catch-up or unread. The
+ * join takes the conversation's advisory lock, as a batch of sends does, so a message is either
+ * committed before the join (and within lastSeq) or sent to the new member.
+ */
 export async function joinGroup(
-  sql: Querier,
+  sql: Sql,
   groupId: number,
   userId: number,
 ): Promise<"joined" | "member" | "missing"> {
-  const [row] = await sql<{ joined: boolean }[]>`
-    with g as (select id from groups where id = ${groupId}),
-         ins as (
-           insert into group_members (group_id, user_id, role)
-           select id, ${userId}, 'member' from g
-           on conflict do nothing
-           returning 1)
-    select exists (select 1 from ins) as joined from g`;
-  return !row ? "missing" : row.joined ? "joined" : "member";
+  return await transaction(sql, async (tx) => {
+    await tx`select pg_advisory_xact_lock(${CONVERSATION_NAMESPACE}::int, ${
+      conversationLockKey(`g:${groupId}`)
+    }::int)`;
+    const [row] = await tx<{ joined: boolean }[]>`
+      with g as (select id from groups where id = ${groupId}),
+           ins as (
+             insert into group_members (group_id, user_id, role)
+             select id, ${userId}, 'member' from g
+             on conflict do nothing
+             returning 1)
+      select exists (select 1 from ins) as joined from g`;
+    if (!row) return "missing";
+    if (!row.joined) return "member";
+    await tx`
+      insert into conversations (group_id) values (${groupId}) on conflict do nothing`;
+    await tx`
+      insert into user_cursors as uc (user_id, conversation_id, delivered_seq, read_seq)
+      select ${userId}, c.id, c.last_seq, c.last_seq from conversations c
+       where c.group_id = ${groupId}
+      on conflict (user_id, conversation_id) do update
+         set delivered_seq = greatest(uc.delivered_seq, excluded.delivered_seq),
+             read_seq = greatest(uc.read_seq, excluded.read_seq)`;
+    return "joined";
+  });
 }
 
 export async function isMember(sql: Querier, groupId: number, userId: number): Promise<boolean> {
@@ -146,9 +170,10 @@ export async function groups(
   return gs.map((g) => ({ ...g, members: byGroup.get(g.id)! }));
 }
 
-const MESSAGE_COLUMNS = (sql: Querier) =>
-  sql`m.id, m.sender_id as "senderId", u.name as "senderName", m.recipient_id as "recipientId",
-      m.group_id as "groupId", m.body as text, m.client_id as "clientId", m.created_at as at`;
+export const MESSAGE_COLUMNS = (sql: Querier) =>
+  sql`m.id, m.conversation_id as "conversationId", m.seq, m.sender_id as "senderId",
+      u.name as "senderName", m.recipient_id as "recipientId", m.group_id as "groupId",
+      m.body as text, m.client_id as "clientId", m.created_at as at`;
 
 /** One message to store; `to` is already validated in shape, not yet against the tables. */
 export interface NewMessage {
@@ -170,215 +195,274 @@ export type Stored =
   | { ok: false; reason: "no_user" | "no_group" | "not_member" | "blocked" };
 
 /**
+ * Thrown when a message of the batch met a (sender, clientId) committed by another batch after
+ * this one looked: its seq would be a gap, so the whole batch rolls back and is stored again.
+ */
+export class BatchRaced extends Error {
+  override name = "BatchRaced";
+}
+
+interface ConversationRow {
+  id: number;
+  userA: number | null;
+  userB: number | null;
+  groupId: number | null;
+  lastSeq: number;
+}
+
+/**
  * Stores a batch of messages in the caller's transaction, in a fixed number of statements
- * whatever the batch size: targets checked, ids drawn, messages and one waiting row per recipient
- * inserted. Each message gets its own outcome. A message whose (sender, clientId) is already
- * stored is not stored again: its outcome is the first message, with `created: false`.
+ * whatever the batch size: one pipelined round trip that locks, reads and draws ids, then one
+ * statement that writes. Each message gets its own outcome. A message whose (sender, clientId) is
+ * already stored is not stored again: its outcome is the first message, with `created: false`.
  *
- * Ids are drawn while the batch holds a transaction-level advisory lock on each of its
- * conversations until commit, so two batches sharing a conversation commit in the order they drew
- * its ids, on one node or several: a conversation's ids grow with commit order. The locks are
- * taken in ascending order in one statement, so batches never wait on each other in a cycle.
+ * Rows written: one per new message, one per conversation (its last_seq) and one per sender and
+ * conversation (the sender's cursor moves to its message); nothing per recipient.
+ *
+ * Seqs and ids are drawn while the batch holds a transaction-level advisory lock on each of its
+ * conversations until commit, so two batches sharing a conversation, on one node or several, run
+ * one after the other: a conversation's seq is gapless and grows with commit order, and so do its
+ * message ids. The locks are taken in ascending order in one statement, so batches never wait on
+ * each other in a cycle. Joining a group takes the same lock (joinGroup).
  */
 export async function storeMessages(tx: Querier, batch: readonly NewMessage[]): Promise<Stored[]> {
-  const conversations = [...new Set(batch.map(conversationKey))].sort((x, y) => x - y);
+  const locks = [...new Set(batch.map(conversationKey))].sort((x, y) => x - y);
   const userIds = [
     ...new Set(batch.flatMap((m) => ["user" in m.to ? [m.to.user] : [], m.senderId].flat())),
   ];
   const groupIds = [...new Set(batch.flatMap((m) => "group" in m.to ? [m.to.group] : []))];
+  const pairKey = (a: number, b: number) => `${Math.min(a, b)}:${Math.max(a, b)}`;
+  const pairs = [
+    ...new Set(batch.flatMap((m) => "user" in m.to ? [pairKey(m.senderId, m.to.user)] : [])),
+  ].map((k) => k.split(":").map(Number));
+  const retryKeys = batch.filter((m) => m.clientId !== null);
   const direct = batch.flatMap((m, i) =>
     "user" in m.to ? [{ i, from: m.senderId, to: m.to.user }] : []
   );
   // These do not depend on each other's results, so they go out together (postgres.js pipelines
   // them on the transaction's connection) and the server runs them in this order: the
-  // conversation locks first, then the ids are drawn under them. A block takes the same lock
-  // (people.ts), so the blocks read here are those committed before this batch's messages.
-  const [, users, groups, memberRows, idRows, blockedRows] = await Promise.all([
-    tx`
+  // conversation locks first, then a missing conversation row is made (an existing one is not
+  // written), then everything is read under the locks. A block takes the same lock (people.ts),
+  // so the blocks read here are those committed before this batch's messages.
+  const [, , , users, groups, memberRows, idRows, conversationRows, firsts, blockedRows] =
+    await Promise.all([
+      tx`
       select pg_advisory_xact_lock(${CONVERSATION_NAMESPACE}::int, k)
-        from unnest(${conversations}::int[]) with ordinality as c(k, n)
+        from unnest(${locks}::int[]) with ordinality as c(k, n)
        order by n`,
-    tx<
-      { id: number; name: string }[]
-    >`select id, name from users where id = any(${userIds}::bigint[])`,
-    tx<{ id: number }[]>`select id from groups where id = any(${groupIds}::bigint[])`,
-    tx<{ groupId: number; userId: number }[]>`
+      pairs.length === 0 ? [] : tx`
+      insert into conversations (user_a, user_b)
+      select p.a, p.b from unnest(${pairs.map((p) => p[0])}::bigint[], ${
+        pairs.map((p) => p[1])
+      }::bigint[]) as p(a, b)
+       where exists (select 1 from users where id = p.a)
+         and exists (select 1 from users where id = p.b)
+      on conflict do nothing`,
+      groupIds.length === 0 ? [] : tx`
+      insert into conversations (group_id)
+      select id from groups where id = any(${groupIds}::bigint[])
+      on conflict do nothing`,
+      tx<
+        { id: number; name: string }[]
+      >`select id, name from users where id = any(${userIds}::bigint[])`,
+      tx<{ id: number }[]>`select id from groups where id = any(${groupIds}::bigint[])`,
+      tx<{ groupId: number; userId: number }[]>`
       select group_id as "groupId", user_id as "userId"
         from group_members where group_id = any(${groupIds}::bigint[])`,
-    tx<{ id: number }[]>`
+      tx<{ id: number }[]>`
       select nextval(pg_get_serial_sequence('messages', 'id')) as id
         from generate_series(1, ${batch.length})`,
-    blockedPairs(tx, direct.map((d) => d.from), direct.map((d) => d.to)),
-  ]);
+      tx<ConversationRow[]>`
+      select c.id, c.user_a as "userA", c.user_b as "userB", c.group_id as "groupId",
+             c.last_seq as "lastSeq"
+        from conversations c
+       where c.group_id = any(${groupIds}::bigint[])
+          or (c.user_a, c.user_b) in (
+            select * from unnest(${pairs.map((p) => p[0])}::bigint[], ${
+        pairs.map((p) => p[1])
+      }::bigint[]))`,
+      retryKeys.length === 0 ? [] : tx<MessageRow[]>`
+      select ${MESSAGE_COLUMNS(tx)}
+        from unnest(${retryKeys.map((m) => m.senderId)}::bigint[], ${
+        retryKeys.map((m) => m.clientId)
+      }::text[]) as k(sender_id, client_id)
+        join messages m on m.sender_id = k.sender_id and m.client_id = k.client_id
+        join users u on u.id = m.sender_id`,
+      blockedPairs(tx, direct.map((d) => d.from), direct.map((d) => d.to)),
+    ]);
   const blocked = new Set(blockedRows.map((r) => direct[r.n - 1].i));
   const names = new Map(users.map((u) => [u.id, u.name]));
   const members = new Map<number, number[]>(groups.map((g) => [g.id, []]));
   for (const m of memberRows) members.get(m.groupId)?.push(m.userId);
   const ids = idRows.map((r) => r.id).sort((x, y) => x - y);
+  const conversationOf = new Map<string, ConversationRow>();
+  for (const c of conversationRows as ConversationRow[]) {
+    conversationOf.set(c.groupId !== null ? `g${c.groupId}` : `u${c.userA}:${c.userB}`, c);
+  }
+  const stored = new Map<string, MessageRow>();
+  for (const r of firsts as MessageRow[]) stored.set(`${r.senderId}/${r.clientId}`, r);
 
-  const outcomes: (Stored | { recipients: number[] })[] = batch.map((m, i) => {
+  const outcomes: (Stored | null)[] = batch.map(() => null);
+  /** New messages, in batch order, with their conversation and recipients. */
+  const fresh: { i: number; m: NewMessage; c: ConversationRow; recipients: number[] }[] = [];
+  /** Messages repeating a clientId that an earlier message of this batch carries. */
+  const repeats: { i: number; of: number; recipients: number[] }[] = [];
+  const pending = new Map<string, number>();
+  batch.forEach((m, i) => {
+    let recipients: number[];
+    let c: ConversationRow | undefined;
     if ("user" in m.to) {
-      if (!names.has(m.to.user)) return { ok: false, reason: "no_user" };
-      return blocked.has(i) ? { ok: false, reason: "blocked" } : { recipients: [m.to.user] };
+      if (!names.has(m.to.user)) return outcomes[i] = { ok: false, reason: "no_user" };
+      if (blocked.has(i)) return outcomes[i] = { ok: false, reason: "blocked" };
+      recipients = m.to.user === m.senderId ? [m.senderId] : [m.to.user, m.senderId];
+      c = conversationOf.get(`u${pairKey(m.senderId, m.to.user)}`);
+    } else {
+      const group = members.get(m.to.group);
+      if (!group) return outcomes[i] = { ok: false, reason: "no_group" };
+      if (!group.includes(m.senderId)) return outcomes[i] = { ok: false, reason: "not_member" };
+      recipients = group;
+      c = conversationOf.get(`g${m.to.group}`);
     }
-    const group = members.get(m.to.group);
-    if (!group) return { ok: false, reason: "no_group" };
-    if (!group.includes(m.senderId)) return { ok: false, reason: "not_member" };
-    return { recipients: group.filter((u) => u !== m.senderId) };
+    const key = m.clientId === null ? null : `${m.senderId}/${m.clientId}`;
+    const first = key === null ? undefined : stored.get(key);
+    if (first) return outcomes[i] = { ok: true, row: first, created: false, recipients };
+    if (key !== null && pending.has(key)) {
+      return repeats.push({ i, of: pending.get(key)!, recipients });
+    }
+    if (key !== null) pending.set(key, i);
+    fresh.push({ i, m, c: c!, recipients });
   });
-  const valid = batch.map((m, i) => ({
-    m,
-    i,
-    recipients: (outcomes[i] as { recipients?: number[] }).recipients,
-  }))
-    .filter((v): v is { m: NewMessage; i: number; recipients: number[] } =>
-      v.recipients !== undefined
-    );
-  if (valid.length === 0) return outcomes as Stored[];
+  if (fresh.length === 0) return finish(outcomes, repeats);
 
-  // One statement stores the messages and, for those not already stored under their clientId,
-  // their waiting rows: the waiting rows join on what the insert returned.
-  const waitingUsers: number[] = [];
-  const waitingIds: number[] = [];
-  valid.forEach((v, k) => {
-    for (const user of v.recipients) {
-      waitingUsers.push(user);
-      waitingIds.push(ids[k]);
-    }
+  const seqs = fresh.map((f) => ++f.c.lastSeq);
+  const bumped = [...new Set(fresh.map((f) => f.c))];
+  // The sender's cursors: readSeq moves to its highest new seq in each conversation of the
+  // batch. deliveredSeq moves there too, but only over the sender's own run of messages: an
+  // event of someone else just before it may not have reached any of the sender's devices (it
+  // was committed while the sender wrote), and a device without a cursor of its own starts from
+  // deliveredSeq, so moving past it would lose it. [sender, conversation, seq, run start]
+  const senderSeq = new Map<string, [number, number, number, number]>();
+  /** Per conversation, the sender of its latest message in the batch and where its run began. */
+  const runs = new Map<number, { sender: number; start: number }>();
+  fresh.forEach((f, k) => {
+    // Within a conversation the batch's seqs are consecutive, in batch order.
+    const run = runs.get(f.c.id);
+    const start = run && run.sender === f.m.senderId ? run.start : seqs[k];
+    runs.set(f.c.id, { sender: f.m.senderId, start });
+    senderSeq.set(`${f.m.senderId}/${f.c.id}`, [f.m.senderId, f.c.id, seqs[k], start]);
   });
+  const cursors = [...senderSeq.values()];
   const inserted = await tx<{ id: number; at: Date }[]>`
-    with stored as (
-      insert into messages (id, sender_id, recipient_id, group_id, body, client_id)
+    with bump as (
+      update conversations c set last_seq = b.last
+        from unnest(${bumped.map((c) => c.id)}::bigint[], ${
+    bumped.map((c) => c.lastSeq)
+  }::bigint[]) as b(id, last)
+       where c.id = b.id),
+    stored as (
+      insert into messages (id, conversation_id, seq, sender_id, recipient_id, group_id, body,
+                            client_id)
       overriding system value
       select * from unnest(
-        ${valid.map((_, k) => ids[k])}::bigint[],
-        ${valid.map((v) => v.m.senderId)}::bigint[],
-        ${valid.map((v) => "user" in v.m.to ? v.m.to.user : null)}::bigint[],
-        ${valid.map((v) => "group" in v.m.to ? v.m.to.group : null)}::bigint[],
-        ${valid.map((v) => v.m.text)}::text[],
-        ${valid.map((v) => v.m.clientId)}::text[])
+        ${fresh.map((_, k) => ids[k])}::bigint[],
+        ${fresh.map((f) => f.c.id)}::bigint[],
+        ${seqs}::bigint[],
+        ${fresh.map((f) => f.m.senderId)}::bigint[],
+        ${fresh.map((f) => "user" in f.m.to ? f.m.to.user : null)}::bigint[],
+        ${fresh.map((f) => "group" in f.m.to ? f.m.to.group : null)}::bigint[],
+        ${fresh.map((f) => f.m.text)}::text[],
+        ${fresh.map((f) => f.m.clientId)}::text[])
       on conflict (sender_id, client_id) do nothing
       returning id, created_at),
-    waiting as (
-      insert into waiting_messages (user_id, message_id)
-      select w.user_id, w.message_id
-        from unnest(${waitingUsers}::bigint[], ${waitingIds}::bigint[]) as w(user_id, message_id)
-        join stored on stored.id = w.message_id)
+    x as (
+      select * from unnest(${cursors.map((c) => c[0])}::bigint[], ${
+    cursors.map((c) => c[1])
+  }::bigint[], ${cursors.map((c) => c[2])}::bigint[], ${
+    cursors.map((c) => c[3])
+  }::bigint[]) as x(u, c, s, run)),
+    sender as (
+      update user_cursors uc
+         set read_seq = greatest(uc.read_seq, x.s),
+             delivered_seq = case when uc.delivered_seq >= x.run - 1
+                                  then greatest(uc.delivered_seq, x.s) else uc.delivered_seq end
+        from x
+       where uc.user_id = x.u and uc.conversation_id = x.c
+         and (uc.read_seq < x.s or (uc.delivered_seq >= x.run - 1 and uc.delivered_seq < x.s))),
+    first_cursor as (
+      insert into user_cursors as uc (user_id, conversation_id, delivered_seq, read_seq)
+      select x.u, x.c, case when x.run <= 1 then x.s else 0 end, x.s from x
+       where not exists (
+         select 1 from user_cursors o where o.user_id = x.u and o.conversation_id = x.c)
+      on conflict (user_id, conversation_id) do update
+         set read_seq = greatest(uc.read_seq, excluded.read_seq))
     select id, created_at as at from stored`;
+  if (inserted.length !== fresh.length) throw new BatchRaced("a clientId was stored meanwhile");
   const insertedAt = new Map(inserted.map((r) => [r.id, r.at]));
-
-  const retried: typeof valid = [];
-  valid.forEach((v, k) => {
-    const at = insertedAt.get(ids[k]);
-    if (!at) {
-      retried.push(v);
-      return;
-    }
-    const m = v.m;
-    const row: MessageRow = {
-      id: ids[k],
-      senderId: m.senderId,
-      senderName: names.get(m.senderId)!,
-      recipientId: "user" in m.to ? m.to.user : null,
-      groupId: "group" in m.to ? m.to.group : null,
-      text: m.text,
-      clientId: m.clientId,
-      at,
+  fresh.forEach((f, k) => {
+    const m = f.m;
+    outcomes[f.i] = {
+      ok: true,
+      created: true,
+      recipients: f.recipients,
+      row: {
+        id: ids[k],
+        conversationId: f.c.id,
+        seq: seqs[k],
+        senderId: m.senderId,
+        senderName: names.get(m.senderId)!,
+        recipientId: "user" in m.to ? m.to.user : null,
+        groupId: "group" in m.to ? m.to.group : null,
+        text: m.text,
+        clientId: m.clientId,
+        at: insertedAt.get(ids[k])!,
+      },
     };
-    outcomes[v.i] = { ok: true, row, created: true, recipients: v.recipients };
   });
-  if (retried.length > 0) {
-    // A retry of a clientId already stored: its outcome is the message stored first.
-    const firsts = await tx<MessageRow[]>`
-      select ${MESSAGE_COLUMNS(tx)}
-        from unnest(${retried.map((v) => v.m.senderId)}::bigint[], ${
-      retried.map((v) => v.m.clientId)
-    }::text[])
-             as k(sender_id, client_id)
-        join messages m on m.sender_id = k.sender_id and m.client_id = k.client_id
-        join users u on u.id = m.sender_id`;
-    for (const v of retried) {
-      const row = firsts.find((r) => r.senderId === v.m.senderId && r.clientId === v.m.clientId)!;
-      outcomes[v.i] = { ok: true, row, created: false, recipients: v.recipients };
-    }
+  return finish(outcomes, repeats);
+}
+
+function finish(
+  outcomes: (Stored | null)[],
+  repeats: { i: number; of: number; recipients: number[] }[],
+): Stored[] {
+  for (const r of repeats) {
+    const first = outcomes[r.of] as Extract<Stored, { ok: true }>;
+    outcomes[r.i] = { ok: true, row: first.row, created: false, recipients: r.recipients };
   }
   return outcomes as Stored[];
 }
 
-/** Of messages `ids`, those still waiting for each of `users`, as (user, message) pairs. */
-export async function waitingAmong(
-  sql: Querier,
-  ids: readonly number[],
-  users: readonly number[],
-): Promise<(MessageRow & { userId: number })[]> {
-  return [
-    ...await sql<(MessageRow & { userId: number })[]>`
-      select w.user_id as "userId", ${MESSAGE_COLUMNS(sql)}
-        from waiting_messages w
-        join messages m on m.id = w.message_id
-        join users u on u.id = m.sender_id
-       where w.message_id = any(${ids as number[]}::bigint[])
-         and w.user_id = any(${users as number[]}::bigint[])
-       order by m.id`,
-  ];
-}
-
-/** Messages waiting for `userId`, oldest first, after `afterId`. */
-export async function waitingFor(
-  sql: Querier,
-  userId: number,
-  afterId: number,
-  limit: number,
-): Promise<MessageRow[]> {
-  return [
-    ...await sql<MessageRow[]>`
-      select ${MESSAGE_COLUMNS(sql)}
-        from waiting_messages w
-        join messages m on m.id = w.message_id
-        join users u on u.id = m.sender_id
-       where w.user_id = ${userId} and w.message_id > ${afterId}
-       order by w.message_id
-       limit ${limit}`,
-  ];
-}
-
-/** Deletes the waiting rows of many (user, message) pairs in one statement. */
-export async function deleteWaitingPairs(
-  sql: Querier,
-  users: readonly number[],
-  messages: readonly number[],
-): Promise<void> {
-  if (users.length === 0) return;
-  await sql`
-    delete from waiting_messages w
-     using unnest(${users as number[]}::bigint[], ${messages as number[]}::bigint[]) as a(user_id, message_id)
-     where w.user_id = a.user_id and w.message_id = a.message_id`;
-}
-
-export async function countWaiting(sql: Querier): Promise<number> {
-  const [row] = await sql<{ n: number }[]>`select count(*) as n from waiting_messages`;
-  return row.n;
-}
-
-/** One page of a conversation, newest `limit` before `before`, returned oldest first. */
+/**
+ * One page of a conversation's messages, oldest first: the newest `limit` older than `before`, or
+ * the oldest `limit` newer than `after` (both: between them). Ids grow with seq within a
+ * conversation, so a bound that is a message of this conversation becomes a bound on seq, which
+ * the log's index serves; a bound from elsewhere still filters by id.
+ */
 export async function history(
   sql: Querier,
   conversation: { between: [number, number] } | { group: number },
-  before: number | null,
+  bounds: { before: number | null; after: number | null },
   limit: number,
 ): Promise<MessageRow[]> {
-  const beforeId = before ?? Number.MAX_SAFE_INTEGER;
-  const rows = "group" in conversation
-    ? await sql<MessageRow[]>`
-        select ${MESSAGE_COLUMNS(sql)} from messages m join users u on u.id = m.sender_id
-         where m.group_id = ${conversation.group} and m.id < ${beforeId}
-         order by m.id desc limit ${limit}`
-    : await sql<MessageRow[]>`
-        select ${MESSAGE_COLUMNS(sql)} from messages m join users u on u.id = m.sender_id
-         where m.group_id is null
-           and least(m.sender_id, m.recipient_id) = ${Math.min(...conversation.between)}
-           and greatest(m.sender_id, m.recipient_id) = ${Math.max(...conversation.between)}
-           and m.id < ${beforeId}
-         order by m.id desc limit ${limit}`;
-  return [...rows].reverse();
+  const where = "group" in conversation
+    ? sql`group_id = ${conversation.group}`
+    : sql`group_id is null and user_a = ${Math.min(...conversation.between)}
+          and user_b = ${Math.max(...conversation.between)}`;
+  const before = bounds.before ?? Number.MAX_SAFE_INTEGER;
+  const after = bounds.after ?? 0;
+  const newest = bounds.after === null;
+  const rows = await sql<MessageRow[]>`
+    with c as (select id from conversations where ${where}),
+    b as (
+      select coalesce((select seq from messages where id = ${before}
+                        and conversation_id = (select id from c)), ${Number.MAX_SAFE_INTEGER}) as hi,
+             coalesce((select seq from messages where id = ${after}
+                        and conversation_id = (select id from c)), 0) as lo)
+    select ${MESSAGE_COLUMNS(sql)}
+      from messages m join users u on u.id = m.sender_id, b
+     where m.conversation_id = (select id from c)
+       and m.seq < b.hi and m.seq > b.lo and m.id < ${before} and m.id > ${after}
+     order by ${newest ? sql`m.seq desc` : sql`m.seq`}
+     limit ${limit}`;
+  return newest ? [...rows].reverse() : [...rows];
 }

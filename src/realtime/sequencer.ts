@@ -1,0 +1,251 @@
+/**
+ * @module Per-connection ordering of conversation events (PROTOCOL.md, "Delivery order"): on one
+ * connection the events of one conversation go out in seq order without gaps, catch-up first, then
+ * live events, the connection's own replies (`sent`) counted. Live events reach a node from several
+ * senders on several nodes, and a bus does not order them across publishers; an event that comes
+ * early waits while the missing ones are read from the log (they are committed: the early one was
+ * committed after them), and one that comes twice (live and in the catch-up) goes out once.
+ */
+import type { LogEvent } from "../chat/chat.ts";
+
+type Item =
+  | { kind: "event"; event: LogEvent }
+  | {
+    kind: "reply";
+    conversation: number;
+    direct: boolean;
+    seq: number;
+    write: () => void;
+    done: () => void;
+  }
+  | { kind: "task"; run: () => Promise<void>; done: () => void; fail: (e: unknown) => void };
+
+export interface SequencerOptions {
+  /** Reads the events of `conversation` with after < seq <= upTo, in seq order. */
+  fetch: (conversation: number, after: number, upTo: number) => Promise<LogEvent[]>;
+  /** Writes one event to the connection. */
+  emit: (event: LogEvent) => void;
+  /** A gap could not be filled (the database is away): the connection should start over. */
+  failed: (error: unknown) => void;
+  /** The connection's own sends not yet answered (see `progress`); none by default. */
+  pendingReplies?: () => number;
+}
+
+/** Longest wait for the connection's own replies before a gap is filled from the log anyway. */
+const OWN_REPLY_WAIT_MS = 10_000;
+
+export class Sequencer {
+  /** Per conversation, the last seq that went out. */
+  #last = new Map<number, number>();
+  #queue: Item[] = [];
+  #busy = false;
+  #holding = false;
+  /** Replies queued here, waiting for a gap before them to close. */
+  #queuedReplies = 0;
+  /** Resolved at the next `progress`; made only while something waits for it. */
+  #progressed: PromiseWithResolvers<void> | null = null;
+
+  constructor(private readonly o: SequencerOptions) {}
+
+  /** The stream of `conversation` starts after `seq`: events at or before it are not sent. */
+  start(conversation: number, seq: number): void {
+    this.#last.set(conversation, seq);
+  }
+
+  /** The last seq sent in `conversation`, if any. */
+  last(conversation: number): number | undefined {
+    return this.#last.get(conversation);
+  }
+
+  /** Forgets every conversation (a new login on the same connection). */
+  reset(): void {
+    this.#last.clear();
+  }
+
+  /**
+   * Holds live events back (queued, in arrival order) until `release`: called before a connection
+   * is listed for live pushes, so nothing overtakes the catch-up that follows.
+   */
+  hold(): void {
+    this.#holding = true;
+  }
+
+  /** Runs `setup` (the catch-up) while live events are held, then lets them through. */
+  async release(setup: () => Promise<void>): Promise<void> {
+    try {
+      await setup();
+    } finally {
+      this.#holding = false;
+      this.#kick();
+    }
+  }
+
+  /**
+   * Sends `event` from the catch-up or a fill: it goes out unless it went out already. Call only
+   * from `release`'s setup or a task, where nothing else is sending.
+   */
+  deliver(event: LogEvent): void {
+    const last = this.#last.get(event.conversation);
+    if (last !== undefined && event.message.seq <= last) return;
+    this.#last.set(event.conversation, event.message.seq);
+    this.o.emit(event);
+  }
+
+  /** A live event. The common case (next in its conversation, nothing queued) goes out at once. */
+  push(event: LogEvent): void {
+    if (!this.#holding && !this.#busy) {
+      this.#first(event.conversation, "user" in event.message.to, event.message.seq);
+      if (this.#ready(event.conversation, event.message.seq)) return this.deliver(event);
+    }
+    this.#queue.push({ kind: "event", event });
+    this.#kick();
+  }
+
+  /**
+   * The connection's own event `seq` is answered by `write` (a `sent` reply), once every earlier
+   * event of its conversation has gone out. Resolves once written.
+   */
+  reply(conversation: number, direct: boolean, seq: number, write: () => void): Promise<void> {
+    // Also while the queue is busy: a reply next in its conversation has nothing before it to
+    // wait for, and may be what the busy queue waits for (see #ownReplies).
+    if (!this.#holding) {
+      this.#first(conversation, direct, seq);
+      if (this.#ready(conversation, seq)) {
+        this.#advance(conversation, seq);
+        write();
+        this.progress();
+        return Promise.resolve();
+      }
+    }
+    this.#queuedReplies++;
+    this.progress();
+    return new Promise((done) => {
+      this.#queue.push({ kind: "reply", conversation, direct, seq, write, done });
+      this.#kick();
+    });
+  }
+
+  /**
+   * The connection answered one of its own sends (or failed it): a gap that its own replies were
+   * to close may be closed now.
+   */
+  progress(): void {
+    this.#progressed?.resolve();
+    this.#progressed = null;
+  }
+
+  /** Runs `run` in turn with the events (a resync's fills): nothing else goes out meanwhile. */
+  task(run: () => Promise<void>): Promise<void> {
+    return new Promise((done, fail) => {
+      this.#queue.push({ kind: "task", run, done, fail });
+      this.#kick();
+    });
+  }
+
+  /** Reads and sends what is missing of `conversation` up to `upTo`. */
+  async fill(conversation: number, upTo: number): Promise<void> {
+    let after = this.#last.get(conversation) ?? 0;
+    while (after < upTo) {
+      const events = await this.o.fetch(conversation, after, upTo);
+      for (const e of events) this.deliver(e);
+      if (events.length === 0) return;
+      after = events[events.length - 1].message.seq;
+    }
+  }
+
+  /**
+   * A gap may be the connection's own messages, committed but not yet answered: a batch's pushes
+   * to others go out as it commits, before its senders' replies are written. Those come as
+   * replies (`sent`), not as pushes, so the gap waits for them while the connection has sends in
+   * flight. A reply queued here means the replies before it are out (they leave in request order),
+   * so the gap is someone else's and is filled at once.
+   */
+  async #ownReplies(conversation: number, upTo: number): Promise<void> {
+    const deadline = performance.now() + OWN_REPLY_WAIT_MS;
+    while (
+      (this.#last.get(conversation) ?? 0) < upTo && this.#queuedReplies === 0 &&
+      (this.o.pendingReplies?.() ?? 0) > 0
+    ) {
+      const left = deadline - performance.now();
+      if (left <= 0) return;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        (this.#progressed ??= Promise.withResolvers<void>()).promise,
+        new Promise<void>((resolve) => timer = setTimeout(resolve, left)),
+      ]);
+      clearTimeout(timer);
+    }
+  }
+
+  /** Can go out without a fill: next in line, or at or before the last sent. */
+  #ready(conversation: number, seq: number): boolean {
+    return seq <= (this.#last.get(conversation) ?? 0) + 1;
+  }
+
+  /**
+   * A conversation this connection has not seen since login: a direct one began after the login
+   * (its log starts at 1), a group was joined after it (its stream starts where this event is).
+   */
+  #first(conversation: number, direct: boolean, seq: number): void {
+    if (this.#last.has(conversation)) return;
+    this.#last.set(conversation, direct ? 0 : seq - 1);
+  }
+
+  #advance(conversation: number, seq: number): void {
+    if ((this.#last.get(conversation) ?? 0) < seq) this.#last.set(conversation, seq);
+  }
+
+  #kick(): void {
+    if (!this.#busy && !this.#holding && this.#queue.length > 0) void this.#pump();
+  }
+
+  async #pump(): Promise<void> {
+    this.#busy = true;
+    try {
+      while (this.#queue.length > 0 && !this.#holding) {
+        const item = this.#queue.shift()!;
+        if (item.kind === "task") {
+          await item.run().then(item.done, item.fail);
+          continue;
+        }
+        const [conversation, direct, seq] = item.kind === "event"
+          ? [item.event.conversation, "user" in item.event.message.to, item.event.message.seq]
+          : [item.conversation, item.direct, item.seq];
+        this.#first(conversation, direct, seq);
+        if (item.kind === "event" && (this.#last.get(conversation) ?? 0) < seq - 1) {
+          // Replies of this connection queued for earlier seqs of the conversation go first:
+          // they are its own events, and their gaps are filled up to them only.
+          const before = this.#queue.findLastIndex((i) =>
+            i.kind === "reply" && i.conversation === conversation && i.seq < seq
+          );
+          if (before >= 0) {
+            this.#queue.splice(before + 1, 0, item);
+            continue;
+          }
+          await this.#ownReplies(conversation, seq - 1);
+        }
+        const last = this.#last.get(conversation);
+        if (last !== undefined && seq > last + 1) {
+          try {
+            await this.fill(conversation, seq - 1);
+          } catch (error) {
+            // The events between stay unacknowledged and come at the next login.
+            this.o.failed(error);
+          }
+        }
+        if (item.kind === "event") {
+          this.deliver(item.event);
+        } else {
+          this.#queuedReplies--;
+          this.#advance(conversation, seq);
+          item.write();
+          item.done();
+          this.progress();
+        }
+      }
+    } finally {
+      this.#busy = false;
+      this.#kick();
+    }
+  }
+}
