@@ -15,6 +15,7 @@ import {
   waitForOnline,
 } from "./database.ts";
 import { courseScenario } from "./course.ts";
+import { countingRows, type RowsWritten } from "./rows.ts";
 import { type Loadgen, LoadgenPool } from "./loadgens.ts";
 import type { Profile } from "./profiles.ts";
 import { type Flavour, type Login, type SendPlan, wallClock } from "./protocol.ts";
@@ -390,7 +391,10 @@ export async function direct(ctx: Context): Promise<Entry[]> {
           retried,
           deadlineMs: 60_000,
         });
-        const out = new Map<number, Traffic & { repeats: (number | null)[] }>();
+        const out = new Map<
+          number,
+          Traffic & { repeats: (number | null)[]; rowsWritten: RowsWritten | null }
+        >();
         for (const window of p.windows) {
           const o = { window, ack: flavour === "parley", deadlineMs, clientIds: true };
           ctx.log(`direct ${flavour} window ${window}: warm-up`);
@@ -398,14 +402,22 @@ export async function direct(ctx: Context): Promise<Entry[]> {
           await traffic(directParts(pool.all, hands, () => p.warmupPerSender), o, watch);
           ctx.log(`direct ${flavour} window ${window}: ${p.messages} messages x ${repeats}`);
           const runs: Traffic[] = [];
+          let rowsWritten: RowsWritten | null = null;
           for (let i = 0; i < repeats; i++) {
-            runs.push(await traffic(directParts(pool.all, hands, (i) => perSender[i]), o, watch));
+            const run = () => traffic(directParts(pool.all, hands, (i) => perSender[i]), o, watch);
+            if (flavour === "parley" && i === 0) {
+              // What the database writes per message, from pg_stat_user_tables.
+              const counted = await countingRows(db.sql, run, (t) => t.confirmed);
+              rowsWritten = counted.rows;
+              runs.push(counted.result);
+            } else runs.push(await run());
           }
           // The median run by throughput: one short run on a shared machine is noisy.
           runs.sort((a, b) => a.received / a.elapsedMs - b.received / b.elapsedMs);
           out.set(window, {
             ...runs[runs.length >> 1],
             repeats: runs.map((r) => figures(r).msgsPerSec),
+            rowsWritten,
           });
         }
         await pool.closeAll();
@@ -423,6 +435,8 @@ export async function direct(ctx: Context): Promise<Entry[]> {
           name: "direct",
           window,
           persistedMsgsPerSec: a.msgsPerSec,
+          rowsPerMessage: persisted.get(window)!.rowsWritten?.perMessage ?? null,
+          rowsWrittenByTable: persisted.get(window)!.rowsWritten?.byTable ?? null,
           rawRelayMsgsPerSec: b.msgsPerSec,
           ratio: a.msgsPerSec !== null && b.msgsPerSec ? round3(a.msgsPerSec / b.msgsPerSec) : null,
           p50Ms: a.p50Ms,
@@ -728,11 +742,17 @@ export async function group(ctx: Context): Promise<Entry[]> {
       const watch = { servers: [node], sql: db.sql };
       await traffic(partsFor(() => 1), o, watch);
       ctx.log(`group: ${p.messages} messages to ${p.members} members`);
-      const t = await traffic(partsFor((i) => perSender[i]), o, watch);
+      const { result: t, rows } = await countingRows(
+        db.sql,
+        () => traffic(partsFor((i) => perSender[i]), o, watch),
+        (t) => t.confirmed,
+      );
       const f = figures(t);
       return [{
         name: "group",
         members: p.members,
+        rowsPerMessage: rows.perMessage,
+        rowsWrittenByTable: rows.byTable,
         messages: p.messages,
         senders: p.senders,
         window: p.window,

@@ -156,7 +156,9 @@ Deno.test("web client: register, befriend, chat both ways, presence, reload and 
       await b.getByLabel("Message", { exact: true }).fill("Fine, thanks! And you?");
       await b.getByRole("button", { name: "Send" }).click();
       await messageItems(a, "Fine, thanks! And you?").waitFor();
-      await messageItems(b, "Fine, thanks!").locator(".state", { hasText: /^sent$/ }).waitFor();
+      // Sent, and soon seen: Alice has the conversation open.
+      await messageItems(b, "Fine, thanks!").locator(".state", { hasText: /^(sent|seen)$/ })
+        .waitFor();
       await eventually(async () => await waitingCount(sql, alice.id) === 0, STEP_MS, "Alice's ack");
       await screenshot(a, "03-chat-desktop");
       await screenshot(b, "04-chat-phone");
@@ -199,6 +201,81 @@ Deno.test("web client: register, befriend, chat both ways, presence, reload and 
         "Are you still there?",
       ]);
 
+      assertEquals(problems, []);
+    });
+  });
+});
+
+Deno.test("web client: unread counts from the server on every device, read on one clears the other, seen under the last own message read", async () => {
+  await withWorld("web_unread", async ({ start }) => {
+    const server = await start({ env: { LOGIN_POLICY: "multi" } });
+    await withBrowser(async (browser) => {
+      const problems: string[] = [];
+      const alice = { name: unique("alice"), id: 0 };
+      const bob = { name: unique("bob"), id: 0 };
+      const a = await openPage(browser, DESKTOP, problems);
+      const laptop = await openPage(browser, DESKTOP, problems);
+      const phone = await openPage(browser, PHONE, problems);
+      for (const p of [a, laptop, phone]) await p.goto(server.url);
+      alice.id = await register(a, alice.name);
+      bob.id = await register(laptop, bob.name);
+      // Bob's second device logs in with the password.
+      await phone.getByLabel("Name", { exact: true }).fill(bob.name);
+      await phone.getByLabel("Password", { exact: true }).fill(PASSWORD);
+      await phone.getByRole("button", { name: "Log in" }).click();
+      await phone.locator("#me").getByText(bob.name, { exact: true }).waitFor();
+
+      await a.getByLabel("Friend's id or name").fill(String(bob.id));
+      await a.getByRole("button", { name: "Add friend" }).click();
+      await presence(a, bob.id, "online");
+      await entry(a, `user:${bob.id}`).locator("button.contact").click();
+      for (const text of ["one", "two"]) {
+        await a.getByLabel("Message", { exact: true }).fill(text);
+        await a.getByLabel("Message", { exact: true }).press("Enter");
+        await messageItems(a, text).locator(".state", { hasText: /^sent$/ }).waitFor();
+      }
+      const unread = (p: Page, n: number) =>
+        entry(p, `user:${alice.id}`).and(p.locator(`[data-unread="${n}"]`)).waitFor();
+      await unread(laptop, 2);
+      await unread(phone, 2);
+
+      // Read on the laptop: the phone's count clears without a reload, Alice sees "seen".
+      await entry(laptop, `user:${alice.id}`).locator("button.contact").click();
+      await messageItems(laptop, "two").waitFor();
+      await unread(laptop, 0);
+      await unread(phone, 0);
+      await messageItems(a, "two").locator(".state", { hasText: /^seen$/ }).waitFor();
+      assertEquals(
+        await messageItems(a, "one").locator(".state").textContent(),
+        "sent",
+        "seen only under the last one read",
+      );
+
+      // The phone reloads: the server's count (0), and each message once.
+      await phone.reload();
+      await phone.locator("#me").getByText(bob.name, { exact: true }).waitFor();
+      await unread(phone, 0);
+      // A new message while the laptop has nothing open (after a reload): 1 unread on both,
+      // and still 1 after a reload.
+      await laptop.reload();
+      await laptop.locator("#me").getByText(bob.name, { exact: true }).waitFor();
+      await a.getByLabel("Message", { exact: true }).fill("three");
+      await a.getByLabel("Message", { exact: true }).press("Enter");
+      await unread(phone, 1);
+      await unread(laptop, 1);
+      await phone.reload();
+      await phone.locator("#me").getByText(bob.name, { exact: true }).waitFor();
+      await unread(phone, 1);
+      await entry(phone, `user:${alice.id}`).locator("button.contact").click();
+      await messageItems(phone, "three").waitFor();
+      assertEquals(
+        await phone.locator("#messages li.message .text").allTextContents(),
+        ["one", "two", "three"],
+      );
+      await unread(laptop, 0);
+      await messageItems(a, "three").locator(".state", { hasText: /^seen$/ }).waitFor();
+      assertEquals(await messageItems(a, "two").locator(".state").textContent(), "sent");
+      await screenshot(a, "06-seen-desktop");
       assertEquals(problems, []);
     });
   });

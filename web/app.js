@@ -95,6 +95,15 @@ function targetOf(key) {
   return kind === "user" ? { user: Number(id) } : { group: Number(id) };
 }
 
+function keyOfTarget(target) {
+  return target.group !== undefined ? `group:${target.group}` : `user:${target.user}`;
+}
+
+/** Unread, as every device of the user counts it: own messages never lie beyond readSeq. */
+function unreadOf(conv) {
+  return conv ? Math.max(0, conv.lastSeq - conv.readSeq) : 0;
+}
+
 function keyOfMessage(message) {
   if (message.to.group !== undefined) return `group:${message.to.group}`;
   const other = message.from.id === state.me.id ? message.to.user : message.from.id;
@@ -111,10 +120,11 @@ function conversation(key) {
       messages: new Map(),
       /** Own messages not yet confirmed, by clientId, in the order written. */
       pending: new Map(),
-      /** Ids pushed while this conversation was not on screen. */
-      unread: new Set(),
-      /** Ids shown on screen: a push of one again (after a reconnect) is acked again. */
-      shown: new Set(),
+      /** The last seq of its log known here, and how far this user read it (every device). */
+      lastSeq: 0,
+      readSeq: 0,
+      /** In a direct conversation: how far the other user read it (its `read` pushes). */
+      otherReadSeq: 0,
       loaded: false,
       complete: false,
       loading: false,
@@ -184,6 +194,16 @@ function welcomed(welcome) {
   state.groups = new Map(welcome.groups.map((g) => [g.id, toGroup(g)]));
   const names = new Map([...state.blocked].filter(([, name]) => name !== null));
   state.blocked = new Map((welcome.blocked ?? []).map((id) => [id, names.get(id) ?? null]));
+  // The server's counts, the same on every device.
+  for (const c of welcome.conversations ?? []) {
+    const conv = conversation(keyOfTarget(c.with));
+    conv.lastSeq = Math.max(conv.lastSeq, c.lastSeq);
+    conv.readSeq = Math.max(conv.readSeq, c.readSeq);
+    if (c.with.user !== undefined && !state.contacts.has(c.with.user) && unreadOf(conv) > 0) {
+      addContact({ id: c.with.user, name: `user ${c.with.user}`, online: false }, false);
+      state.contacts.get(c.with.user).unnamed = true;
+    }
+  }
   if (state.open?.startsWith("group:") && !state.groups.has(targetOf(state.open).group)) {
     closeConversation(); // Left on another device while this one was away.
   }
@@ -231,6 +251,8 @@ function pushed(frame) {
       return memberLeft(frame.group, frame.user);
     case "typing":
       return typingNotice(frame.from, frame.with);
+    case "read":
+      return readPushed(frame);
     case "error":
       // Typing is never answered but with an error (a block): nothing for the user to act on.
       if (frame.ref === TYPING_REF) return;
@@ -471,7 +493,7 @@ function toggleMenu(more, menu, open) {
 
 function updateEntry(li, entry) {
   const button = li.querySelector(".contact");
-  const unread = state.conversations.get(entry.key)?.unread.size ?? 0;
+  const unread = unreadOf(state.conversations.get(entry.key));
   button.querySelector(".dot").className = entry.dot;
   button.querySelector(".name").textContent = entry.name;
   button.querySelector(".presence").textContent = entry.presence;
@@ -733,7 +755,7 @@ function openConversation(key) {
   renderConversationHead();
   renderMessages(conv);
   renderTyping();
-  markSeen(conv);
+  markRead(conv);
   renderLists();
   $("message-input").disabled = false;
   $("send-button").disabled = false;
@@ -812,40 +834,70 @@ function renderConversationHead() {
   members.hidden = false;
 }
 
-/** Acks what arrived while the conversation was away, now that it is on screen. */
-function markSeen(conv) {
-  if (!onScreen(conv.key)) return;
-  for (const id of conv.unread) {
-    conv.shown.add(id);
-    queueAck(id);
-  }
-  conv.unread.clear();
+/** What is on screen is read: the server is told, and every device of the user shows it. */
+function markRead(conv) {
+  if (!onScreen(conv.key) || conv.readSeq >= conv.lastSeq) return;
+  conv.readSeq = conv.lastSeq;
+  session.send({ type: "read", with: conv.target, seq: conv.readSeq });
+}
+
+/** A committed event of `conv` is here (pushed, replayed, or the reply to an own send). */
+function logged(conv, message) {
+  conv.lastSeq = Math.max(conv.lastSeq, message.seq);
+  if (message.from.id === state.me.id) conv.readSeq = Math.max(conv.readSeq, message.seq);
+  queueAck(conv, message.seq);
 }
 
 function received(message) {
   const key = keyOfMessage(message);
-  if (message.to.user !== undefined && !state.contacts.has(message.from.id)) {
-    if (message.from.id !== state.me.id) addContact({ ...message.from, online: false }, false);
+  if (message.to.user !== undefined && message.from.id !== state.me.id) {
+    const known = state.contacts.get(message.from.id);
+    if (!known) addContact({ ...message.from, online: false }, false);
+    else if (known.unnamed) {
+      known.name = message.from.name;
+      delete known.unnamed;
+      renderLists();
+    }
   }
   stopTyping(key, message.from.id);
   const conv = conversation(key);
-  if (conv.messages.has(message.id)) {
-    // Pushed again after a reconnect: seen already means acked already, but the ack may be lost.
-    if (conv.shown.has(message.id)) queueAck(message.id);
-    return;
-  }
+  // Events of one conversation come in seq order; one already here (replayed after a reconnect,
+  // or both pushed and in a history page) is dropped, but acknowledged again.
+  logged(conv, message);
+  if (conv.messages.has(message.id)) return;
   conv.messages.set(message.id, message);
   if (state.open === key) {
     const atEnd = nearEnd();
     placeMessage(message);
     if (atEnd) scrollToEnd();
   }
-  if (onScreen(key)) {
-    conv.shown.add(message.id);
-    queueAck(message.id);
-  } else {
-    conv.unread.add(message.id);
+  markRead(conv);
+  renderLists();
+}
+
+/** `read`: this user read on another device, or the other user of a direct conversation did. */
+function readPushed(frame) {
+  const conv = conversation(keyOfTarget(frame.with));
+  if (frame.user === state.me?.id) {
+    conv.readSeq = Math.max(conv.readSeq, frame.seq);
     renderLists();
+    return;
+  }
+  conv.otherReadSeq = Math.max(conv.otherReadSeq, frame.seq);
+  if (state.open === conv.key) renderSeen(conv);
+}
+
+/** "seen" under the last own message the other user has read, "sent" under the others. */
+function renderSeen(conv) {
+  if (conv.target.user === undefined) return;
+  const mine = [...$("messages").querySelectorAll("li.message.mine[data-seq]")];
+  const seen = mine.filter((li) => Number(li.dataset.seq) <= conv.otherReadSeq).at(-1);
+  for (const li of mine) {
+    const label = li.querySelector(".state");
+    const kind = li === seen ? "seen" : "sent";
+    if (label.dataset.state === kind) continue;
+    label.dataset.state = kind;
+    label.textContent = kind;
   }
 }
 
@@ -908,6 +960,7 @@ function renderMessages(conv) {
   list.append(...ids.map((id) => messageItem(conv.messages.get(id))));
   for (const pending of conv.pending.values()) list.append(pendingItem(pending));
   renderHistoryEdge(conv);
+  renderSeen(conv);
 }
 
 /** Puts a committed message in id order, before the pending ones (which commit later). */
@@ -917,12 +970,13 @@ function placeMessage(message) {
   const existing = list.querySelector(`[data-id="${message.id}"]`);
   if (existing) {
     existing.replaceWith(item);
-    return;
+  } else {
+    const after = [...list.children].find((li) =>
+      li.dataset.id === undefined || Number(li.dataset.id) > message.id
+    );
+    list.insertBefore(item, after ?? null);
   }
-  const after = [...list.children].find((li) =>
-    li.dataset.id === undefined || Number(li.dataset.id) > message.id
-  );
-  list.insertBefore(item, after ?? null);
+  if (message.from.id === state.me?.id) renderSeen(conversation(keyOfMessage(message)));
 }
 
 function messageItem(message) {
@@ -939,6 +993,7 @@ function messageItem(message) {
   if (mine) meta.append(stateLabel("sent", "sent"));
   const li = el("li", mine ? "message mine" : "message", null, meta, el("p", "text", message.text));
   li.dataset.id = String(message.id);
+  li.dataset.seq = String(message.seq);
   return li;
 }
 
@@ -1022,7 +1077,7 @@ async function trySend(conv, pending) {
     conv.pending.delete(pending.clientId);
     const message = reply.message;
     conv.messages.set(message.id, message);
-    conv.shown.add(message.id);
+    logged(conv, message);
     if (state.open === conv.key) {
       $("messages").querySelector(`[data-client-id="${pending.clientId}"]`)?.remove();
       placeMessage(message);
@@ -1057,22 +1112,27 @@ function scrollToEnd() {
 
 // ---- Acks ------------------------------------------------------------------------------------
 
-const ackQueue = new Set();
+/** Per conversation key: the highest seq this device has and has not yet acknowledged. */
+const ackQueue = new Map();
 let ackTimer;
 
-/** Acks are batched per task; ids that could not go out wait for the next welcome. */
-function queueAck(id) {
-  ackQueue.add(id);
+/**
+ * This device has `conv` up to `seq` (events of a conversation arrive in seq order). Acks are
+ * batched per task, one cursor per conversation; those that could not go out wait for the next
+ * welcome.
+ */
+function queueAck(conv, seq) {
+  const had = ackQueue.get(conv.key);
+  if (had === undefined || had.seq < seq) ackQueue.set(conv.key, { with: conv.target, seq });
   if (ackTimer === undefined) ackTimer = setTimeout(flushAcks, 0);
 }
 
 function flushAcks() {
   clearTimeout(ackTimer);
   ackTimer = undefined;
-  while (ackQueue.size > 0) {
-    const ids = [...ackQueue].slice(0, 1000);
-    if (!session.send({ type: "ack", ids })) return;
-    for (const id of ids) ackQueue.delete(id);
+  for (const [key, cursor] of ackQueue) {
+    if (!session.send({ type: "ack", ...cursor })) return;
+    ackQueue.delete(key);
   }
 }
 
@@ -1269,7 +1329,7 @@ $("resume-cancel").addEventListener("click", () => {
 document.addEventListener("visibilitychange", () => {
   if (state.open) {
     const conv = conversation(state.open);
-    markSeen(conv);
+    markRead(conv);
     renderLists();
   }
 });

@@ -501,11 +501,6 @@ export class Chat {
     return (await logs.eventsIn(this.#sql, ranges, limit, byId)).map(toEvent);
   }
 
-  /** The last seq of each of `conversations`. */
-  lastSeqs(conversations: readonly number[]): Promise<Map<number, number>> {
-    return logs.lastSeqs(this.#sql, conversations);
-  }
-
   /** Messages by id (too large for the bus), with their logs. */
   async eventsById(ids: readonly number[]): Promise<LogEvent[]> {
     return (await logs.messagesById(this.#sql, ids)).map(toEvent);

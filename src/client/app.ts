@@ -7,9 +7,11 @@
 import { type Command, helpText, parseCommand } from "./commands.ts";
 import { type Closed, Connection, ConnectionError, type Frame, ServerError } from "./connection.ts";
 import {
+  type Conversation,
   formatGroup,
   formatMessage,
   formatOverview,
+  formatUnread,
   formatWaiting,
   type Friend,
   type Group,
@@ -75,7 +77,8 @@ export class ChatClient {
   #groups = new Map<number, Group>();
   /** Message ids printed already: a message pushed twice (after a reconnect) prints once. */
   #printed = new Set<number>();
-  #acks = new Set<number>();
+  /** Per conversation ("u5", "g3"): the highest seq printed and not yet acknowledged. */
+  #acks = new Map<string, { with: Target; seq: number }>();
   /** When "is typing" was last printed, by sender and conversation. */
   #typing = new Map<string, number>();
   #ackTimer: ReturnType<typeof setTimeout> | undefined;
@@ -191,6 +194,12 @@ export class ChatClient {
     this.#t.print(
       formatOverview(session.user, [...this.#friends.values()], [...this.#groups.values()]),
     );
+    const unread = formatUnread(
+      (welcome.conversations ?? []) as Conversation[],
+      (target) =>
+        "group" in target ? `group ${this.#groupName(target.group)}` : this.#userName(target.user),
+    );
+    if (unread !== null) this.#t.print(unread);
     // The waiting messages follow the welcome. The server runs one socket's requests in order and
     // answers login only after pushing them, so a ping sent now is answered after the last one.
     try {
@@ -202,7 +211,7 @@ export class ChatClient {
     const waiting = (session.replay ?? []).sort((x, y) => x.id - y.id);
     session.replay = null;
     this.#t.print(formatWaiting(waiting));
-    for (const message of waiting) this.#ack(message.id);
+    for (const message of waiting) this.#ack(message);
     this.#t.print(helpText());
 
     try {
@@ -369,6 +378,8 @@ export class ChatClient {
     while (true) {
       try {
         const reply = await this.#request({ type: "send", to, text, clientId });
+        // Its own event too: acknowledged, so that the next login does not replay it here.
+        this.#ack(reply.message as Message);
         return reply.message as Message;
       } catch (error) {
         if (error instanceof ServerError && error.code === "rate_limited") {
@@ -468,7 +479,7 @@ export class ChatClient {
       case "message": {
         const message = frame.message as Message;
         if (this.#printed.has(message.id)) {
-          this.#ack(message.id); // Printed before; the ack may have been lost.
+          this.#ack(message); // Printed before; the ack may have been lost.
           return;
         }
         const replay = this.#session?.replay;
@@ -482,7 +493,7 @@ export class ChatClient {
           `${message.from.id}|${"group" in message.to ? `g${message.to.group}` : "u"}`,
         );
         this.#t.print(formatMessage(message));
-        this.#ack(message.id);
+        this.#ack(message);
         return;
       }
       case "presence": {
@@ -559,19 +570,31 @@ export class ChatClient {
     }
   }
 
-  /** Acks go out in batches, one per turn of the event loop. */
-  #ack(id: number) {
-    this.#acks.add(id);
+  /**
+   * A message printed (or sent): this device has its conversation up to its seq, and the user has
+   * read it there. Events of one conversation arrive in seq order, so one cursor per conversation
+   * says it all; acks go out in batches, one per turn of the event loop.
+   */
+  #ack(message: Message) {
+    const me = this.#session?.user.id;
+    const withWhom: Target = "group" in message.to
+      ? message.to
+      : { user: message.from.id === me ? message.to.user : message.from.id };
+    const key = "group" in withWhom ? `g${withWhom.group}` : `u${withWhom.user}`;
+    const had = this.#acks.get(key);
+    if (!had || had.seq < message.seq) this.#acks.set(key, { with: withWhom, seq: message.seq });
     this.#ackTimer ??= setTimeout(() => this.#flushAcks(), 0);
   }
 
   #flushAcks() {
     clearTimeout(this.#ackTimer);
     this.#ackTimer = undefined;
-    if (this.#acks.size === 0 || !this.#conn?.isOpen) return;
-    const ids = [...this.#acks].slice(0, 1000);
-    if (this.#conn.send({ type: "ack", ids })) { for (const id of ids) this.#acks.delete(id); }
-    if (this.#acks.size > 0) this.#ackTimer = setTimeout(() => this.#flushAcks(), 0);
+    for (const [key, cursor] of this.#acks) {
+      if (!this.#conn?.isOpen) return;
+      if (!this.#conn.send({ type: "ack", ...cursor })) return;
+      this.#conn.send({ type: "read", ...cursor });
+      this.#acks.delete(key);
+    }
   }
 
   #userName(id: number): string {

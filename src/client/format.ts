@@ -21,6 +21,8 @@ export interface Group {
 }
 export interface Message {
   id: number;
+  /** Its position in its conversation's log. */
+  seq: number;
   from: User;
   to: { user: number } | { group: number };
   text: string;
@@ -82,6 +84,27 @@ export function formatOverview(user: User, friends: Friend[], groups: Group[]): 
       : ["(none yet: creategroup:<name>:<description> or addgroup:<groupid>)"]),
     RULE,
   ].join("\n");
+}
+
+/** A conversation as `welcome` lists it. */
+export interface Conversation {
+  with: { user: number } | { group: number };
+  lastSeq: number;
+  unread: number;
+}
+
+/**
+ * The conversations with unread messages, as the server counts them for every device of the user:
+ * `unread: 3 from bob (2)`, `unread: 1 in group 4 Night owls`. Nothing when all is read.
+ */
+export function formatUnread(
+  conversations: Conversation[],
+  name: (target: Conversation["with"]) => string,
+): string | null {
+  const lines = conversations.filter((c) => c.unread > 0).map((c) =>
+    `unread: ${c.unread} ${"group" in c.with ? "in" : "from"} ${name(c.with)}`
+  );
+  return lines.length === 0 ? null : lines.join("\n");
 }
 
 export function formatWaiting(messages: Message[]): string {

@@ -588,6 +588,7 @@ export class CourseConnection implements Peer {
     if (this.#finished) return;
     this.#finished = true;
     this.#closing = true;
+    this.#sequencer.close();
     this.#closeConn();
     this.#unbind();
     this.#o.registry.remove(this);

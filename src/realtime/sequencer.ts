@@ -40,6 +40,13 @@ export class Sequencer {
   #queue: Item[] = [];
   #busy = false;
   #holding = false;
+  /**
+   * A gap could not be filled: nothing more goes out (the connection is being closed), since a
+   * later event would skip the missing ones. They come again at the next login.
+   */
+  #broken = false;
+  /** The item the queue is working on. */
+  #current: Item | null = null;
   /** Replies queued here, waiting for a gap before them to close. */
   #queuedReplies = 0;
   /** Resolved at the next `progress`; made only while something waits for it. */
@@ -55,6 +62,19 @@ export class Sequencer {
   /** The last seq sent in `conversation`, if any. */
   last(conversation: number): number | undefined {
     return this.#last.get(conversation);
+  }
+
+  /**
+   * The connection is closed: nothing more goes out, and every reply and task waiting here is let
+   * go at once, so that closing never waits on a fill (a database that does not answer).
+   */
+  close(): void {
+    this.#broken = true;
+    const waiting = this.#current ? [this.#current, ...this.#queue] : this.#queue;
+    this.#queue = [];
+    this.#queuedReplies = 0;
+    for (const item of waiting) if (item.kind !== "event") item.done();
+    this.progress();
   }
 
   /** Forgets every conversation (a new login on the same connection). */
@@ -85,6 +105,7 @@ export class Sequencer {
    * from `release`'s setup or a task, where nothing else is sending.
    */
   deliver(event: LogEvent): void {
+    if (this.#broken) return;
     const last = this.#last.get(event.conversation);
     if (last !== undefined && event.message.seq <= last) return;
     this.#last.set(event.conversation, event.message.seq);
@@ -108,6 +129,7 @@ export class Sequencer {
   reply(conversation: number, direct: boolean, seq: number, write: () => void): Promise<void> {
     // Also while the queue is busy: a reply next in its conversation has nothing before it to
     // wait for, and may be what the busy queue waits for (see #ownReplies).
+    if (this.#broken) return Promise.resolve();
     if (!this.#holding) {
       this.#first(conversation, direct, seq);
       if (this.#ready(conversation, seq)) {
@@ -203,7 +225,7 @@ export class Sequencer {
     this.#busy = true;
     try {
       while (this.#queue.length > 0 && !this.#holding) {
-        const item = this.#queue.shift()!;
+        const item = this.#current = this.#queue.shift()!;
         if (item.kind === "task") {
           await item.run().then(item.done, item.fail);
           continue;
@@ -229,21 +251,24 @@ export class Sequencer {
           try {
             await this.fill(conversation, seq - 1);
           } catch (error) {
-            // The events between stay unacknowledged and come at the next login.
-            this.o.failed(error);
+            if (!this.#broken) {
+              this.#broken = true;
+              this.o.failed(error);
+            }
           }
         }
         if (item.kind === "event") {
           this.deliver(item.event);
         } else {
-          this.#queuedReplies--;
+          if (this.#queuedReplies > 0) this.#queuedReplies--;
           this.#advance(conversation, seq);
-          item.write();
+          if (!this.#broken) item.write();
           item.done();
           this.progress();
         }
       }
     } finally {
+      this.#current = null;
       this.#busy = false;
       this.#kick();
     }

@@ -577,6 +577,7 @@ export class ChatSocket implements Peer {
   async closedByPeer(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#sequencer?.close();
     this.#stopAuthTimer();
     this.o.registry.remove(this);
     const sessionId = this.sessionId;

@@ -51,13 +51,6 @@ export async function conversationsOf(
   ];
 }
 
-/** The last seq of each of `ids`. */
-export async function lastSeqs(sql: Querier, ids: readonly number[]): Promise<Map<number, number>> {
-  const rows = await sql<{ id: number; lastSeq: number }[]>`
-    select id, last_seq as "lastSeq" from conversations where id = any(${ids as number[]}::bigint[])`;
-  return new Map(rows.map((r) => [r.id, r.lastSeq]));
-}
-
 export interface Range {
   conversation: number;
   /** Events after this seq ... */
@@ -210,14 +203,6 @@ export async function groupReceipts(
        where gm.group_id = ${groupId}
        order by gm.joined_at, gm.user_id`,
   ];
-}
-
-/** Deletes the cursors of devices (token digests in hex) that no longer exist. */
-export async function deleteDeviceCursors(sql: Querier, devices: readonly string[]): Promise<void> {
-  if (devices.length === 0) return;
-  await sql`
-    delete from device_cursors
-     where token_hash = any(select decode(t, 'hex') from unnest(${devices as string[]}::text[]) t)`;
 }
 
 /**
