@@ -258,10 +258,34 @@ Deno.test("terminal client prints the overview, then waiting messages, then help
           "commands:",
         ].map((text) => [text, out.indexOf(text)] as const);
         for (const [text, at] of order) assert(at >= 0, `"${text}" is missing from:\n${out}`);
+        // Counted by the server from alice's cursors (the same on every device), in the overview.
+        for (
+          const text of [
+            `unread: 2 from ${bob.user.name} (${bob.user.id})`,
+            `unread: 1 in group ${groupId} "Night owls"`,
+          ]
+        ) {
+          const at = out.indexOf(text);
+          assert(at > out.indexOf("groups") && at < out.indexOf("waiting messages"), out);
+        }
         for (let i = 1; i < order.length; i++) {
           assert(order[i][1] > order[i - 1][1], `"${order[i][0]}" comes too early in:\n${out}`);
         }
         await eventually(async () => await waitingCount(sql, alice.id) === 0, STEP_MS, "acks");
+        // What it printed it acknowledged by cursor and marked read: nothing unread any more.
+        await eventually(
+          async () => {
+            const [row] = await sql<{ n: number }[]>`
+            select count(*)::int as n from user_cursors
+             where user_id = ${alice.id} and read_seq > 0`;
+            return row.n === 2;
+          },
+          STEP_MS,
+          "reads",
+        );
+        const [device] = await sql<{ n: number }[]>`
+          select count(*)::int as n from device_cursors where seq > 0`;
+        assertEquals(device.n, 2, "one cursor per conversation of the terminal's device");
 
         // loginout goes back to the menu; 3 quits with 0 while stdin is still open.
         bob.client.skipReceived();

@@ -196,8 +196,7 @@ export class ChatClient {
     );
     const unread = formatUnread(
       (welcome.conversations ?? []) as Conversation[],
-      (target) =>
-        "group" in target ? `group ${this.#groupName(target.group)}` : this.#userName(target.user),
+      (target) => "group" in target ? this.#groupName(target.group) : this.#userName(target.user),
     );
     if (unread !== null) this.#t.print(unread);
     // The waiting messages follow the welcome. The server runs one socket's requests in order and

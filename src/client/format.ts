@@ -95,7 +95,7 @@ export interface Conversation {
 
 /**
  * The conversations with unread messages, as the server counts them for every device of the user:
- * `unread: 3 from bob (2)`, `unread: 1 in group 4 Night owls`. Nothing when all is read.
+ * `unread: 3 from bob (2)`, `unread: 1 in group 4 "Night owls"`. Null when all is read.
  */
 export function formatUnread(
   conversations: Conversation[],
