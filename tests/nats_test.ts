@@ -21,11 +21,13 @@ Deno.test("nats payloads keep publish order, one event type each, under 256 KiB,
   const item = (id: number, text: string): Delivery => ({
     message: {
       id,
+      seq: id,
       from: { id: 1, name: "a" },
       to: { user: 2 },
       text,
       at: new Date(0).toISOString(),
     },
+    conversation: 1,
     recipients: [2],
   });
   const events: BusEvent[] = [
