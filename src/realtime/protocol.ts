@@ -136,6 +136,8 @@ export function decodeFrame(text: string): { ref?: Ref; request: Request } {
     throw new FrameError("bad_frame", 'The frame is not a JSON object: send {"type": ...}');
   }
   const frame = value as Record<string, unknown>;
+  const fast = fastSend(frame);
+  if (fast) return fast;
   let validRef: Ref | undefined;
   if (Object.hasOwn(frame, "ref")) {
     const r = ref.safeParse(frame.ref);
@@ -166,6 +168,49 @@ export function decodeFrame(text: string): { ref?: Ref; request: Request } {
     );
   }
   return { ref: validRef, request: { ...parsed.data, type } as Request };
+}
+
+/** A positive whole number within the safe range: what `id` accepts. */
+const isId = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) > 0;
+
+/**
+ * A well-formed `send` decoded by hand, or null for zod to decode (and explain) instead. `send` is
+ * most of the traffic, and zod's object, union and pipe checks cost more than the rest of the
+ * frame's way to the outbox (bench: about 15 µs of server CPU per message). Accepts exactly what
+ * the schemas accept: `ref` a string of at most 64 characters or a safe integer, `to` exactly one
+ * of `{user}` or `{group}` with an id, `text` a string, `clientId` absent or 1 to 64 characters of
+ * storable text; unknown fields are dropped, as zod's objects drop them.
+ */
+function fastSend(frame: Record<string, unknown>): { ref?: Ref; request: Request } | null {
+  if (frame.type !== "send") return null;
+  const r = frame.ref;
+  if (
+    r !== undefined &&
+    !(typeof r === "string" && r.length <= 64) && !Number.isSafeInteger(r)
+  ) return null;
+  if (r === undefined && Object.hasOwn(frame, "ref")) return null;
+  const to = frame.to;
+  if (typeof to !== "object" || to === null || Array.isArray(to)) return null;
+  const keys = Object.keys(to);
+  if (keys.length !== 1) return null;
+  const target = to as Record<string, unknown>;
+  let aim: Target;
+  if (keys[0] === "user" && isId(target.user)) aim = { user: target.user };
+  else if (keys[0] === "group" && isId(target.group)) aim = { group: target.group };
+  else return null;
+  const text = frame.text;
+  if (typeof text !== "string") return null;
+  const clientId = frame.clientId;
+  if (clientId !== undefined) {
+    if (
+      typeof clientId !== "string" || clientId.length < 1 || clientId.length > 64 ||
+      clientId.includes("\u0000") || !clientId.isWellFormed()
+    ) return null;
+  } else if (Object.hasOwn(frame, "clientId")) return null;
+  const request = clientId === undefined
+    ? { type: "send" as const, to: aim, text }
+    : { type: "send" as const, to: aim, text, clientId };
+  return r === undefined ? { request } : { ref: r as Ref, request };
 }
 
 function hasPath(value: unknown, path: readonly PropertyKey[]): boolean {
