@@ -11,7 +11,7 @@ import { decodeFrame, FrameError, type Ref, type Request } from "./protocol.ts";
 import type { Notice, Peer, Registry } from "./registry.ts";
 import { TokenBucket } from "./rate_limit.ts";
 import { Sequencer } from "./sequencer.ts";
-import { bounded } from "../time.ts";
+import { roughlyBounded } from "../time.ts";
 
 /** What this module needs of a WebSocket. */
 export interface SocketLike {
@@ -274,10 +274,10 @@ export class ChatSocket implements Peer {
     if (!(work instanceof Promise)) return work;
     // Wrapped, so that a request whose result is undefined is not taken for one that timed out.
     const settled = work.then((value) => ({ value }));
-    const first = await bounded(settled, left);
+    const first = await roughlyBounded(settled, left);
     if (first) return first.value;
     abort.abort(new DeadlineError());
-    const late = await bounded(settled, DEADLINE_GRACE_MS);
+    const late = await roughlyBounded(settled, DEADLINE_GRACE_MS);
     if (late) return late.value;
     this.#gaveUp = true;
     throw new DeadlineError();
