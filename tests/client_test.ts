@@ -408,3 +408,62 @@ Deno.test("terminal client finds people, unfriends, blocks, unblocks, leaves gro
     }
   });
 });
+
+Deno.test("terminal client edits and deletes its messages and prints others' edits and deletions", async () => {
+  await withWorld("client_edits", async ({ start }) => {
+    const server = await start();
+    const bob = await loggedIn(server.wsUrl, "bob");
+    const setup = await Client.connect(server.wsUrl);
+    const alice = await registerUser(setup, "alice");
+    await setup.close();
+    try {
+      await withClientProcess(server.wsUrl, async (client) => {
+        client.type("1", alice.name, alice.password);
+        const help = await client.waitFor(HELP_DONE);
+        for (const usage of ["edit:<messageid>:<text>", "delete:<messageid>"]) {
+          assert(help[0].includes(`  ${usage} `), `help lists ${usage}:\n${help[0]}`);
+        }
+        client.type(`chat:${bob.user.id}:See you at 7`);
+        const sent = await client.waitFor(/sent to .*, message (\d+)/);
+        const id = Number(sent[1]);
+        await bob.client.next(isMessage("See you at 7"));
+
+        client.type(`edit:${id}:See you at 8: the usual place`);
+        await client.waitFor(
+          new RegExp(
+            `edited message ${id}:\\n#${id} ${TIME} ${alice.name} \\(${alice.id}\\): ` +
+              `See you at 8: the usual place \\(edited\\)`,
+          ),
+        );
+        const edited = await bob.client.next((f) => f.type === "message.edited");
+        assertEquals((edited.message as { text: string }).text, "See you at 8: the usual place");
+        client.type(`delete:${id}`);
+        await client.waitFor(new RegExp(`deleted message ${id}\\n`));
+        const deleted = await bob.client.next((f) => f.type === "message.deleted");
+        assertEquals([deleted.id, deleted.with], [id, { user: alice.id }]);
+
+        // Bob's edit and deletion print as they come.
+        const his = await bob.client.request({ type: "send", to: { user: alice.id }, text: "Ok" });
+        const hisId = (his.message as { id: number }).id;
+        await client.waitFor(new RegExp(`#${hisId} ${TIME} ${bob.user.name} .*: Ok\\n`));
+        await bob.client.request({ type: "message.edit", id: hisId, text: "Ok, 8 it is" });
+        await client.waitFor(
+          new RegExp(`\\* message ${hisId} was edited:\\n#${hisId} .*: Ok, 8 it is \\(edited\\)`),
+        );
+        let mark = client.output.length;
+        client.type(`edit:${hisId}:mine now`);
+        await client.waitFor(new RegExp(`error: Message ${hisId} is not yours`), mark);
+        await bob.client.request({ type: "message.delete", id: hisId });
+        await client.waitFor(new RegExp(`\\* message ${hisId} was deleted`));
+        mark = client.output.length;
+        client.type("edit:abc:x");
+        await client.waitFor(/usage: edit:<messageid>:<text>/, mark);
+        client.type("delete:");
+        await client.waitFor(/usage: delete:<messageid>/, mark);
+        assertEquals((await client.endInput()).code, 0, client.output);
+      });
+    } finally {
+      await bob.client.close();
+    }
+  });
+});

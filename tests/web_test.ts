@@ -457,3 +457,87 @@ Deno.test("web client: find people by name and befriend them, typing, unfriend, 
     });
   });
 });
+
+Deno.test("web client: edit and delete own messages, shown as edited and deleted on every device", async () => {
+  await withWorld("web_edits", async ({ start }) => {
+    const server = await start({ env: { LOGIN_POLICY: "multi" } });
+    await withBrowser(async (browser) => {
+      const problems: string[] = [];
+      const alice = { name: unique("alice"), id: 0 };
+      const bob = { name: unique("bob"), id: 0 };
+      const a = await openPage(browser, DESKTOP, problems);
+      const b = await openPage(browser, PHONE, problems);
+      await a.goto(server.url);
+      await b.goto(server.url);
+      alice.id = await register(a, alice.name);
+      bob.id = await register(b, bob.name);
+      await a.getByLabel("Friend's id or name").fill(bob.name);
+      await a.getByRole("button", { name: "Add friend" }).click();
+      await presence(a, bob.id, "online");
+
+      // Alice's second device: another browser, the same account.
+      const a2 = await openPage(browser, DESKTOP, problems);
+      await a2.goto(server.url);
+      await a2.getByLabel("Name", { exact: true }).fill(alice.name);
+      await a2.getByLabel("Password", { exact: true }).fill(PASSWORD);
+      await a2.getByRole("button", { name: "Log in" }).click();
+      await a2.locator("#me").getByText(alice.name, { exact: true }).waitFor();
+
+      await entry(a, `user:${bob.id}`).locator("button.contact").click();
+      await a.getByLabel("Message", { exact: true }).fill("Meet at 7");
+      await a.getByLabel("Message", { exact: true }).press("Enter");
+      await messageItems(a, "Meet at 7").locator(".state", { hasText: /^sent$/ }).waitFor();
+      await entry(b, `user:${alice.id}`).locator("button.contact").click();
+      await entry(a2, `user:${bob.id}`).locator("button.contact").click();
+      for (const page of [b, a2]) await messageItems(page, "Meet at 7").waitFor();
+      // Only one's own messages have the controls.
+      assertEquals(await messageItems(b, "Meet at 7").getByRole("button").count(), 0);
+
+      // Edit with the keyboard: Edit, the new text, Enter.
+      const edit = messageItems(a, "Meet at 7").getByRole("button", { name: "Edit", exact: true });
+      await edit.focus();
+      await a.keyboard.press("Enter");
+      const box = a.getByRole("textbox", { name: "Edit message" });
+      assertEquals(await box.inputValue(), "Meet at 7");
+      await box.fill("Meet at 8 instead");
+      await box.press("Enter");
+      for (const page of [a, b, a2]) {
+        await messageItems(page, "Meet at 8 instead").locator(".state", { hasText: /^edited$/ })
+          .waitFor();
+      }
+      assertEquals(await messageItems(a, "Meet at 7").count(), 0);
+      assertEquals(
+        await focusedName(a),
+        "Edit",
+        "focus returns to the message's Edit control",
+      );
+      await screenshot(a, "09-edited-desktop");
+
+      // Escape leaves an edit unsaved.
+      await messageItems(a, "Meet at 8 instead").getByRole("button", { name: "Edit", exact: true })
+        .click();
+      await a.getByRole("textbox", { name: "Edit message" }).fill("never sent");
+      await a.getByRole("textbox", { name: "Edit message" }).press("Escape");
+      await messageItems(a, "Meet at 8 instead").waitFor();
+
+      // Delete: gone on every device, in words.
+      await messageItems(a, "Meet at 8 instead").getByRole("button", {
+        name: "Delete",
+        exact: true,
+      })
+        .click();
+      for (const page of [a, b, a2]) {
+        await page.locator("#messages li.message[data-deleted='true']", {
+          hasText: "This message was deleted",
+        }).waitFor();
+        assertEquals(await messageItems(page, "Meet at 8 instead").count(), 0);
+      }
+      assertEquals(
+        await a.locator("#messages li[data-deleted='true']").getByRole("button").count(),
+        0,
+      );
+      await screenshot(b, "10-deleted-phone");
+      assertEquals(problems, []);
+    });
+  });
+});

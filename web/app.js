@@ -241,6 +241,10 @@ function pushed(frame) {
       notify(`${frame.member.name} joined ${group.name}`);
       return;
     }
+    case "message.edited":
+      return applyEdit(frame.message);
+    case "message.deleted":
+      return applyDelete(frame.with, frame.id);
     case "friend.removed": {
       const name = state.contacts.get(frame.user)?.name ?? `user ${frame.user}`;
       unfriended(frame.user);
@@ -890,10 +894,12 @@ function readPushed(frame) {
 /** "seen" under the last own message the other user has read, "sent" under the others. */
 function renderSeen(conv) {
   if (conv.target.user === undefined) return;
-  const mine = [...$("messages").querySelectorAll("li.message.mine[data-seq]")];
+  const mine = [
+    ...$("messages").querySelectorAll("li.message.mine[data-seq]:not([data-deleted])"),
+  ];
   const seen = mine.filter((li) => Number(li.dataset.seq) <= conv.otherReadSeq).at(-1);
   for (const li of mine) {
-    const label = li.querySelector(".state");
+    const label = li.querySelector('.state[data-state="sent"], .state[data-state="seen"]');
     const kind = li === seen ? "seen" : "sent";
     if (label.dataset.state === kind) continue;
     label.dataset.state = kind;
@@ -963,18 +969,23 @@ function renderMessages(conv) {
   renderSeen(conv);
 }
 
-/** Puts a committed message in id order, before the pending ones (which commit later). */
-function placeMessage(message) {
+/**
+ * Puts a committed message in id order, before the pending ones (which commit later). An edit
+ * form open on it stays, unless `replace` (the edit is done); focus moves to its Edit button then.
+ */
+function placeMessage(message, replace = false) {
   const list = $("messages");
-  const item = messageItem(message);
   const existing = list.querySelector(`[data-id="${message.id}"]`);
   if (existing) {
+    if (!replace && existing.querySelector(".edit-form") && !message.deleted) return;
+    const item = messageItem(message);
     existing.replaceWith(item);
+    if (replace) item.querySelector(".message-actions button")?.focus();
   } else {
     const after = [...list.children].find((li) =>
       li.dataset.id === undefined || Number(li.dataset.id) > message.id
     );
-    list.insertBefore(item, after ?? null);
+    list.insertBefore(messageItem(message), after ?? null);
   }
   if (message.from.id === state.me?.id) renderSeen(conversation(keyOfMessage(message)));
 }
@@ -990,11 +1001,107 @@ function messageItem(message) {
     el("span", "sender", mine ? "You" : message.from.name),
     time,
   );
-  if (mine) meta.append(stateLabel("sent", "sent"));
-  const li = el("li", mine ? "message mine" : "message", null, meta, el("p", "text", message.text));
+  if (mine && !message.deleted) meta.append(stateLabel("sent", "sent"));
+  if (message.deleted) {
+    meta.append(stateLabel("deleted", "deleted"));
+  } else if (message.editedAt) {
+    const edited = stateLabel("edited", "edited");
+    edited.title = `Edited ${formatTime(message.editedAt)}`;
+    meta.append(edited);
+  }
+  const text = message.deleted
+    ? el("p", "text deleted", "This message was deleted")
+    : el("p", "text", message.text);
+  text.id = `message-text-${message.id}`;
+  const li = el("li", mine ? "message mine" : "message", null, meta, text);
   li.dataset.id = String(message.id);
   li.dataset.seq = String(message.seq);
+  if (message.deleted) li.dataset.deleted = "true";
+  if (mine && !message.deleted) li.append(messageActions(message));
   return li;
+}
+
+/** "Edit" and "Delete" on an own message, described by its text for screen readers. */
+function messageActions(message) {
+  const actions = el("div", "message-actions");
+  for (const [label, run] of [["Edit", startEdit], ["Delete", deleteMessage]]) {
+    const button = el("button", "quiet", label);
+    button.type = "button";
+    button.setAttribute("aria-describedby", `message-text-${message.id}`);
+    button.addEventListener("click", () => run(message.id));
+    actions.append(button);
+  }
+  return actions;
+}
+
+/** Replaces an own message's text by a form to change it; Escape or Cancel leaves it as it was. */
+function startEdit(id) {
+  const conv = conversation(state.open);
+  const message = conv.messages.get(id);
+  const li = $("messages").querySelector(`[data-id="${id}"]`);
+  if (!message || message.deleted || !li) return;
+  const input = el("textarea");
+  input.id = `edit-input-${id}`;
+  input.rows = 2;
+  input.maxLength = 4000;
+  input.value = message.text;
+  const save = el("button", "", "Save");
+  save.type = "submit";
+  const cancel = el("button", "secondary", "Cancel");
+  cancel.type = "button";
+  const label = el("label", "visually-hidden", "Edit message");
+  label.htmlFor = input.id;
+  const form = el("form", "edit-form", null, label, input, el("div", "row", null, save, cancel));
+  const done = () => placeMessage(conv.messages.get(id) ?? message, true);
+  cancel.addEventListener("click", done);
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      event.stopPropagation();
+      done();
+    } else if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = input.value.trim();
+    if (!text) return;
+    void submitting(form, async () => {
+      const reply = await session.request({ type: "message.edit", id, text });
+      applyEdit(reply.message, true);
+    });
+  });
+  li.querySelector(".text").replaceWith(form);
+  li.querySelector(".message-actions")?.remove();
+  input.focus();
+}
+
+function deleteMessage(id) {
+  void acting(async () => {
+    const reply = await session.request({ type: "message.delete", id });
+    applyDelete(reply.with, reply.id);
+    $("message-input").focus();
+  });
+}
+
+/** An edit (the reply to this device's own, or a push): the message's new state replaces it. */
+function applyEdit(message, focus = false) {
+  const key = keyOfMessage(message);
+  const conv = state.conversations.get(key);
+  if (!conv?.messages.has(message.id)) return;
+  conv.messages.set(message.id, message);
+  if (state.open === key) placeMessage(message, focus);
+}
+
+function applyDelete(withWhom, id) {
+  const key = withWhom.group !== undefined ? `group:${withWhom.group}` : `user:${withWhom.user}`;
+  const conv = state.conversations.get(key);
+  const message = conv?.messages.get(id);
+  if (!message) return;
+  const deleted = { ...message, text: "", deleted: true };
+  conv.messages.set(id, deleted);
+  if (state.open === key) placeMessage(deleted);
 }
 
 function stateLabel(kind, text) {

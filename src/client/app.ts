@@ -305,6 +305,22 @@ export class ChatClient {
           );
           return null;
         }
+        case "edit": {
+          const reply = await this.#request({
+            type: "message.edit",
+            id: command.id,
+            text: command.text,
+          });
+          this.#t.print(
+            `edited message ${command.id}:\n${formatMessage(reply.message as Message)}`,
+          );
+          return null;
+        }
+        case "delete": {
+          await this.#request({ type: "message.delete", id: command.id });
+          this.#t.print(`deleted message ${command.id}`);
+          return null;
+        }
         case "find": {
           const reply = await this.#request({ type: "user.search", query: command.prefix });
           const users = reply.users as User[];
@@ -512,6 +528,14 @@ export class ChatClient {
         this.#t.print(`* ${who(friend)} added you as a friend`);
         return;
       }
+      case "message.edited": {
+        const message = frame.message as Message;
+        this.#t.print(`* message ${message.id} was edited:\n${formatMessage(message)}`);
+        return;
+      }
+      case "message.deleted":
+        this.#t.print(`* message ${frame.id as number} was deleted`);
+        return;
       case "friend.removed": {
         const user = frame.user as number;
         const name = this.#userName(user);

@@ -12,6 +12,8 @@ export type Command =
   | { kind: "groupchat"; group: number; text: string }
   | { kind: "history"; user: number }
   | { kind: "ghistory"; group: number }
+  | { kind: "edit"; id: number; text: string }
+  | { kind: "delete"; id: number }
   | { kind: "find"; prefix: string }
   | { kind: "unfriend"; user: number }
   | { kind: "block"; user: number }
@@ -43,6 +45,12 @@ export const HELP: readonly { kind: Kind; usage: string; does: string }[] = [
     usage: "ghistory:<groupid>",
     does: "the last 20 messages of group <groupid>",
   },
+  {
+    kind: "edit",
+    usage: "edit:<messageid>:<text>",
+    does: "change the text of your message <messageid>",
+  },
+  { kind: "delete", usage: "delete:<messageid>", does: "delete your message <messageid>" },
   { kind: "find", usage: "find:<prefix>", does: "people whose name starts with <prefix>" },
   { kind: "unfriend", usage: "unfriend:<userid>", does: "end the friendship with <userid>" },
   {
@@ -117,6 +125,16 @@ export function parseCommand(line: string): Parsed {
     case "history": {
       const user = id(rest);
       return user === null ? bad(name) : ok({ kind: name, user });
+    }
+    case "edit": {
+      const [target, text] = split(rest ?? "");
+      const message = id(target);
+      if (message === null || text === undefined || text.trim() === "") return bad("edit");
+      return ok({ kind: "edit", id: message, text: text.trim() });
+    }
+    case "delete": {
+      const message = id(rest);
+      return message === null ? bad("delete") : ok({ kind: "delete", id: message });
     }
     case "find": {
       const prefix = (rest ?? "").trim();

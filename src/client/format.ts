@@ -28,6 +28,8 @@ export interface Message {
   text: string;
   at: string;
   clientId?: string;
+  editedAt?: string;
+  deleted?: boolean;
 }
 
 const RULE = "=".repeat(56);
@@ -53,12 +55,15 @@ function section(title: string): string {
 
 /**
  * `#<message id> [time] name (id): text`, with `[group <id>] ` after the message id for a group;
- * later lines indented. The message id is what `edit:` and `delete:` take.
+ * later lines indented. The message id is what `edit:` and `delete:` take. An edited message ends
+ * with `(edited)`; a deleted one reads `(deleted)`.
  */
 export function formatMessage(message: Message): string {
   const where = "group" in message.to ? `[group ${message.to.group}] ` : "";
   const head = `#${message.id} ${where}[${formatTime(message.at)}] ${who(message.from)}: `;
-  return head + message.text.split("\n").join(`\n${" ".repeat(4)}`);
+  if (message.deleted) return `${head}(deleted)`;
+  return head + message.text.split("\n").join(`\n${" ".repeat(4)}`) +
+    (message.editedAt ? " (edited)" : "");
 }
 
 export function formatGroup(group: Group): string {
