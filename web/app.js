@@ -242,9 +242,11 @@ function pushed(frame) {
       return;
     }
     case "message.edited":
-      return applyEdit(frame.message);
+      applyEdit(frame.message);
+      return ackChange(keyOfMessage(frame.message), frame.seq);
     case "message.deleted":
-      return applyDelete(frame.with, frame.id);
+      applyDelete(frame.with, frame.id);
+      return ackChange(keyOf(frame.with), frame.seq);
     case "friend.removed": {
       const name = state.contacts.get(frame.user)?.name ?? `user ${frame.user}`;
       unfriended(frame.user);
@@ -1094,8 +1096,23 @@ function applyEdit(message, focus = false) {
   if (state.open === key) placeMessage(message, focus);
 }
 
+function keyOf(withWhom) {
+  return withWhom.group !== undefined ? `group:${withWhom.group}` : `user:${withWhom.user}`;
+}
+
+/**
+ * An edit or a deletion has no message id to ack: it is acked by its seq, which acks everything
+ * before it in that conversation too, so only while the conversation is on screen with nothing
+ * unread (what is not acked comes again at the next login, and is applied again harmlessly).
+ */
+function ackChange(key, seq) {
+  const conv = state.conversations.get(key);
+  if (!onScreen(key) || !conv || conv.unread.size > 0) return;
+  session.send({ type: "ack", with: targetOf(key), seq });
+}
+
 function applyDelete(withWhom, id) {
-  const key = withWhom.group !== undefined ? `group:${withWhom.group}` : `user:${withWhom.user}`;
+  const key = keyOf(withWhom);
   const conv = state.conversations.get(key);
   const message = conv?.messages.get(id);
   if (!message) return;

@@ -531,10 +531,12 @@ export class ChatClient {
       case "message.edited": {
         const message = frame.message as Message;
         this.#t.print(`* message ${message.id} was edited:\n${formatMessage(message)}`);
+        this.#ackEvent(this.#withOf(message), frame.seq as number);
         return;
       }
       case "message.deleted":
         this.#t.print(`* message ${frame.id as number} was deleted`);
+        this.#ackEvent(frame.with as Target, frame.seq as number);
         return;
       case "friend.removed": {
         const user = frame.user as number;
@@ -599,13 +601,21 @@ export class ChatClient {
    * says it all; acks go out in batches, one per turn of the event loop.
    */
   #ack(message: Message) {
+    this.#ackEvent(this.#withOf(message), message.seq);
+  }
+
+  /** The conversation of `message` as this user names it. */
+  #withOf(message: Message): Target {
+    if ("group" in message.to) return message.to;
     const me = this.#session?.user.id;
-    const withWhom: Target = "group" in message.to
-      ? message.to
-      : { user: message.from.id === me ? message.to.user : message.from.id };
+    return { user: message.from.id === me ? message.to.user : message.from.id };
+  }
+
+  /** An event printed at `seq` of the conversation `withWhom` (an edit or a deletion too). */
+  #ackEvent(withWhom: Target, seq: number) {
     const key = "group" in withWhom ? `g${withWhom.group}` : `u${withWhom.user}`;
     const had = this.#acks.get(key);
-    if (!had || had.seq < message.seq) this.#acks.set(key, { with: withWhom, seq: message.seq });
+    if (!had || had.seq < seq) this.#acks.set(key, { with: withWhom, seq });
     this.#ackTimer ??= setTimeout(() => this.#flushAcks(), 0);
   }
 
