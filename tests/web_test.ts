@@ -513,6 +513,17 @@ Deno.test("web client: edit and delete own messages, shown as edited and deleted
       );
       await screenshot(a, "09-edited-desktop");
 
+      // The README's picture: a friend typing under an edited message and an answer, a group.
+      await a.getByLabel("Group name").fill("Climbing club");
+      await a.getByRole("button", { name: "Create group" }).click();
+      await entry(a, `user:${bob.id}`).locator("button.contact").click();
+      await b.getByLabel("Message", { exact: true }).fill("Perfect, see you there");
+      await b.getByLabel("Message", { exact: true }).press("Enter");
+      await messageItems(a, "Perfect, see you there").waitFor();
+      await b.getByLabel("Message", { exact: true }).pressSequentially("Bringing the");
+      await a.locator("#typing").getByText(`${bob.name} is typing…`).waitFor();
+      await screenshot(a, "11-readme-desktop");
+
       // Escape leaves an edit unsaved.
       await messageItems(a, "Meet at 8 instead").getByRole("button", { name: "Edit", exact: true })
         .click();
