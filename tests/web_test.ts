@@ -520,7 +520,13 @@ Deno.test("web client: edit and delete own messages, shown as edited and deleted
       await b.getByLabel("Message", { exact: true }).fill("Perfect, see you there");
       await b.getByLabel("Message", { exact: true }).press("Enter");
       await messageItems(a, "Perfect, see you there").waitFor();
-      await b.getByLabel("Message", { exact: true }).pressSequentially("Bringing the");
+      // Typed over a few seconds, as people type: a notice passes once 1.5 s have gone by.
+      await b.getByLabel("Message", { exact: true }).pressSequentially(
+        "Bringing the climbing shoes",
+        {
+          delay: 120,
+        },
+      );
       await a.locator("#typing").getByText(`${bob.name} is typing…`).waitFor();
       await screenshot(a, "11-readme-desktop");
 

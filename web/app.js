@@ -87,8 +87,11 @@ const state = {
 
 /** How long "… is typing" stays without a new notice (PROTOCOL.md). */
 const TYPING_SHOWN_MS = 5000;
-/** This client tells the server at most this often that its user is typing. */
-const TYPING_SEND_MS = 3000;
+/**
+ * This client tells the server at most this often that its user is typing: a little over the
+ * server's 1 s, so that jitter does not make the server drop every other one.
+ */
+const TYPING_SEND_MS = 1500;
 
 function targetOf(key) {
   const [kind, id] = key.split(":");
