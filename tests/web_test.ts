@@ -528,6 +528,7 @@ Deno.test("web client: edit and delete own messages, shown as edited and deleted
         },
       );
       await a.locator("#typing").getByText(`${bob.name} is typing…`).waitFor();
+      await a.locator("#sidebar").evaluate((node) => node.scrollTop = 0);
       await screenshot(a, "11-readme-desktop");
 
       // Escape leaves an edit unsaved.
