@@ -25,6 +25,7 @@ Deno.test("migrate creates the whole schema on an empty database and is a no-op 
         "friends",
         "group_members",
         "groups",
+        "message_events",
         "messages",
         "nodes",
         "schema_migrations",

@@ -519,3 +519,29 @@ Deno.test("people requests need a login", async () => {
     await client.close();
   });
 });
+
+Deno.test("group.leave then group.join on the same sockets: the group's stream starts afresh at the new join", async () => {
+  await withWorld("people_rejoin", async ({ start }) => {
+    const env = { LOGIN_POLICY: "multi" };
+    const [a, b] = [await start({ nodeId: "ra", env }), await start({ nodeId: "rb", env })];
+    const carol = await loggedIn(a.wsUrl, "carol");
+    const dave = await loggedIn(b.wsUrl, "dave");
+    const dave2 = await device(a.wsUrl, dave.token);
+    const group = (await carol.client.request({ type: "group.create", name: "g" })).group as {
+      id: number;
+    };
+    await dave.client.request({ type: "group.join", group: group.id });
+    await carol.client.request({ type: "send", to: { group: group.id }, text: "one" });
+    for (const client of [dave.client, dave2]) await client.next(isMessage("one"));
+    await dave.client.request({ type: "group.leave", group: group.id });
+    await dave2.next(isPush("group.member.left"));
+    await carol.client.request({ type: "send", to: { group: group.id }, text: "while away" });
+    await dave.client.request({ type: "group.join", group: group.id });
+    await carol.client.request({ type: "send", to: { group: group.id }, text: "after" });
+    for (const client of [dave.client, dave2]) {
+      await client.next(isMessage("after"));
+      assert(!client.frames.some(isMessage("while away")), "no message from while away");
+    }
+    await Promise.all([carol.client, dave.client, dave2].map((c) => c.close()));
+  });
+});

@@ -246,10 +246,14 @@ function pushed(frame) {
     }
     case "message.edited":
       applyEdit(frame.message);
-      return ackChange(keyOfMessage(frame.message), frame.seq);
+      return changeLogged(
+        keyOfMessage(frame.message),
+        frame.seq,
+        frame.message.from.id === state.me.id,
+      );
     case "message.deleted":
       applyDelete(frame.with, frame.id);
-      return ackChange(keyOf(frame.with), frame.seq);
+      return changeLogged(keyOfTarget(frame.with), frame.seq, false);
     case "friend.removed": {
       const name = state.contacts.get(frame.user)?.name ?? `user ${frame.user}`;
       unfriended(frame.user);
@@ -1075,6 +1079,7 @@ function startEdit(id) {
     void submitting(form, async () => {
       const reply = await session.request({ type: "message.edit", id, text });
       applyEdit(reply.message, true);
+      changeLogged(keyOfMessage(reply.message), reply.seq, true);
     });
   });
   li.querySelector(".text").replaceWith(form);
@@ -1086,6 +1091,7 @@ function deleteMessage(id) {
   void acting(async () => {
     const reply = await session.request({ type: "message.delete", id });
     applyDelete(reply.with, reply.id);
+    changeLogged(keyOfTarget(reply.with), reply.seq, true);
     $("message-input").focus();
   });
 }
@@ -1099,23 +1105,22 @@ function applyEdit(message, focus = false) {
   if (state.open === key) placeMessage(message, focus);
 }
 
-function keyOf(withWhom) {
-  return withWhom.group !== undefined ? `group:${withWhom.group}` : `user:${withWhom.user}`;
-}
-
 /**
- * An edit or a deletion has no message id to ack: it is acked by its seq, which acks everything
- * before it in that conversation too, so only while the conversation is on screen with nothing
- * unread (what is not acked comes again at the next login, and is applied again harmlessly).
+ * An edit or a deletion of `key` arrived (pushed, replayed, or the reply to this device's own), at
+ * `seq`: acknowledged like any event. It is not unread (PROTOCOL.md): when nothing was unread
+ * before it, or it is the user's own, the readSeq kept here moves past it.
  */
-function ackChange(key, seq) {
-  const conv = state.conversations.get(key);
-  if (!onScreen(key) || !conv || conv.unread.size > 0) return;
-  session.send({ type: "ack", with: targetOf(key), seq });
+function changeLogged(key, seq, own) {
+  const conv = conversation(key);
+  const nothingUnread = conv.readSeq >= conv.lastSeq;
+  conv.lastSeq = Math.max(conv.lastSeq, seq);
+  if (nothingUnread || own) conv.readSeq = Math.max(conv.readSeq, seq);
+  queueAck(conv, seq);
+  renderLists();
 }
 
 function applyDelete(withWhom, id) {
-  const key = keyOf(withWhom);
+  const key = keyOfTarget(withWhom);
   const conv = state.conversations.get(key);
   const message = conv?.messages.get(id);
   if (!message) return;

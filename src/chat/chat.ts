@@ -6,6 +6,9 @@
 import type { Sql } from "../db/connect.ts";
 import * as q from "../db/queries/chat.ts";
 import * as logs from "../db/queries/logs.ts";
+import * as edits from "../db/queries/edits.ts";
+import type { ChangeKind } from "../db/queries/edits.ts";
+import { transaction } from "../db/connect.ts";
 import * as presence from "../db/queries/presence.ts";
 import type { Logger } from "../log.ts";
 import type { Bus, BusEvent, Delivery } from "../realtime/bus.ts";
@@ -36,13 +39,33 @@ export interface Message {
   text: string;
   at: string;
   clientId?: string;
+  /** Set once the message was edited: its latest text is from then. */
+  editedAt?: string;
+  /** Set once the message was deleted; its text is then "". */
+  deleted?: true;
 }
 
-/** An event of a conversation's log as the server moves it around: the wire form and its log. */
+/** An edit or a deletion: an event of its own in the message's log, at `seq`. */
+export interface Change {
+  kind: ChangeKind;
+  seq: number;
+}
+
+/**
+ * An event of a conversation's log as the server moves it around: a new message (at the
+ * message's own seq), or a `change` of one (at the change's seq); `message` is the message's
+ * state at the event or later.
+ */
 export interface LogEvent {
   /** Internal id of the conversation (never on the wire). */
   conversation: number;
   message: Message;
+  change?: Change;
+}
+
+/** The position of an event in its conversation's log. */
+export function eventSeq(event: LogEvent): number {
+  return event.change?.seq ?? event.message.seq;
 }
 
 /** A conversation as `welcome` lists it (PROTOCOL.md, Types). */
@@ -90,11 +113,17 @@ export function toMessage(row: q.MessageRow): Message {
     text: row.text,
     at: row.at.toISOString(),
     ...(row.clientId !== null ? { clientId: row.clientId } : {}),
+    ...(row.editedAt !== null && !row.deleted ? { editedAt: row.editedAt.toISOString() } : {}),
+    ...(row.deleted ? { deleted: true as const, text: "" } : {}),
   };
 }
 
-export function toEvent(row: q.MessageRow): LogEvent {
-  return { conversation: row.conversationId, message: toMessage(row) };
+export function toEvent(row: q.MessageRow | logs.EventRow): LogEvent {
+  const event: LogEvent = { conversation: row.conversationId, message: toMessage(row) };
+  if ("change" in row && row.change !== null) {
+    event.change = { kind: row.change, seq: row.eventSeq };
+  }
+  return event;
 }
 
 const notFoundUser = (id: number) =>
@@ -424,7 +453,7 @@ export class Chat {
       kind: "delivered",
       user: userId,
       conversation: event.conversation,
-      seq: event.message.seq,
+      seq: eventSeq(event),
     });
   }
 
@@ -477,9 +506,9 @@ export class Chat {
         deliveredSeq: c.deliveredSeq,
         readSeq: c.readSeq,
         // The sender's own messages never lie beyond its readSeq (sending moves it), so what
-        // lies beyond are others' messages. Edits and deletions, once they are events, must be
-        // subtracted here.
-        unread: Math.max(0, c.lastSeq - c.readSeq),
+        // lies beyond are others' messages, edits and deletions: the last two, and the messages
+        // deleted since, are not unread.
+        unread: Math.max(0, c.lastSeq - c.readSeq - c.notUnread),
         ...(truncated ? { truncated: true as const } : {}),
       });
     }
@@ -504,6 +533,64 @@ export class Chat {
   /** Messages by id (too large for the bus), with their logs. */
   async eventsById(ids: readonly number[]): Promise<LogEvent[]> {
     return (await logs.messagesById(this.#sql, ids)).map(toEvent);
+  }
+
+  /** `message.edit`: the sender changes the text; a new event of the conversation's log. */
+  editMessage(userId: number, id: number, text: unknown, session?: number): Promise<LogEvent> {
+    const body = validate(messageText, "text", text);
+    return this.#change(userId, id, { kind: "edited", text: body }, session);
+  }
+
+  /** `message.delete`: the sender deletes it; a new event of the conversation's log. */
+  deleteMessage(userId: number, id: number, session?: number): Promise<LogEvent> {
+    return this.#change(userId, id, { kind: "deleted" }, session);
+  }
+
+  /**
+   * Commits a change as an event of the message's log, then tells the nodes of every
+   * participant, the sender's other devices included (`session`, the asking socket, gets the
+   * reply instead).
+   */
+  async #change(
+    userId: number,
+    id: number,
+    change: { kind: "edited"; text: string } | { kind: "deleted" },
+    session?: number,
+  ): Promise<LogEvent> {
+    const { row, seq, recipients } = await transaction(this.#sql, async (tx) => {
+      const head = await edits.visibleMessage(tx, id, userId, true);
+      if (!head) throw new ChatError("not_found", `No message has id ${id}: check the id`);
+      if (head.senderId !== userId) {
+        throw new ChatError(
+          "forbidden",
+          `Message ${id} is not yours: only its sender can change it`,
+        );
+      }
+      if (head.deleted) {
+        throw new ChatError("forbidden", `Message ${id} is deleted: it cannot be changed`);
+      }
+      const changed = await edits.changeMessage(tx, head, change);
+      return { ...changed, recipients: await edits.participants(tx, head) };
+    });
+    const event = toEvent(row);
+    event.change = { kind: change.kind, seq };
+    this.#tell({
+      type: "change",
+      conversation: event.conversation,
+      id: row.id,
+      change: event.change,
+      // Carried whole when small; a node fetches one too large for the bus by its id.
+      message: [...event.message.text].length <= 1000 ? event.message : null,
+      recipients,
+      ...(session !== undefined ? { session } : {}),
+    });
+    return event;
+  }
+
+  /** The current state of message `id`, as an event at `change` (a change too large for the bus). */
+  async changedById(conversation: number, id: number, change: Change): Promise<LogEvent | null> {
+    const row = await edits.messageById(this.#sql, id);
+    return row ? { conversation, message: toMessage(row), change } : null;
   }
 
   /** `receipts {group}`: every member's deliveredSeq and readSeq. */

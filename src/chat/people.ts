@@ -102,11 +102,23 @@ export class People {
   }
 
   /** Leaves a group; the group stays, whoever leaves. `session`: the leaver's asking device. */
-  async leaveGroup(me: number, group: number, session?: number): Promise<void> {
+  /**
+   * Leaves a group; the group stays, whoever leaves. `session`: the leaver's asking device. Returns
+   * the group's conversation (internal id, null before its first event), whose stream the
+   * leaver's devices forget: a later join starts it afresh at the group's lastSeq then.
+   */
+  async leaveGroup(me: number, group: number, session?: number): Promise<number | null> {
     const result = await q.leaveGroup(this.sql, group, me);
     if (result === "missing") throw notFoundGroup(group);
     if (result === "not_member") throw notMember(group);
-    this.tell({ type: "member.left", group, user: me, session });
+    this.tell({
+      type: "member.left",
+      group,
+      user: me,
+      conversation: result.conversation,
+      session,
+    });
+    return result.conversation;
   }
 
   members(group: number): Promise<number[]> {

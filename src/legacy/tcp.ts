@@ -19,7 +19,7 @@
  * the course server sent them: at once, each its own write, except that those queued while a
  * write is under way leave together in the next one, as muduo's output buffer does.
  */
-import type { Chat, LogEvent, Range } from "../chat/chat.ts";
+import { type Chat, eventSeq, type LogEvent, type Range } from "../chat/chat.ts";
 import { toChatError } from "../chat/errors.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
@@ -420,7 +420,7 @@ export class CourseConnection implements Peer {
         this.#replaying = false;
       }
       if (page.length < CATCH_UP_PAGE) return;
-      const reached = new Map(page.map((e) => [e.conversation, e.message.seq]));
+      const reached = new Map(page.map((e) => [e.conversation, eventSeq(e)]));
       left = left.map((r) => ({ ...r, after: reached.get(r.conversation) ?? r.after }))
         .filter((r) => r.after < r.upTo);
       await this.#drained;
@@ -464,6 +464,10 @@ export class CourseConnection implements Peer {
     });
   }
 
+  forget(conversation: number): void {
+    this.#sequencer.forget(conversation);
+  }
+
   push(event: LogEvent): void {
     if (this.#ready && this.userId !== null) this.#sequencer.push(event);
   }
@@ -479,6 +483,12 @@ export class CourseConnection implements Peer {
   #deliver(event: LogEvent, pauseAfterMs: number): void {
     const user = this.userId;
     if (user === null || event.message.from.id === user) return;
+    if (event.change) {
+      // Edits and deletions have no course form either: what the course client has is that
+      // message as it was; the event counts as delivered all the same, so it never waits.
+      this.#o.chat.delivered(user, event).catch(() => {});
+      return;
+    }
     void this.#enqueue(chatObject(event.message), pauseAfterMs).then((written) => {
       if (!written) return;
       this.#o.metrics?.messagesDelivered.inc();

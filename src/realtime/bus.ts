@@ -4,7 +4,7 @@
  * embedded mode).
  */
 
-import type { Message, Target } from "../chat/chat.ts";
+import type { Change, Message, Target } from "../chat/chat.ts";
 
 /**
  * A committed message, its conversation (internal id) and every participant to push it to; the
@@ -39,8 +39,17 @@ export type BusEvent =
    * that asked: its reply told it, so it gets no push.
    */
   | { type: "unfriend"; user: number; friend: number; session?: number }
-  /** A user left a group; `session` is the device that asked, as above. */
-  | { type: "member.left"; group: number; user: number; session?: number }
+  /**
+   * A user left a group; `session` is the device that asked, as above. The leaver's devices forget
+   * the group's `conversation` (internal id; null before its first event).
+   */
+  | {
+    type: "member.left";
+    group: number;
+    user: number;
+    conversation: number | null;
+    session?: number;
+  }
   /**
    * A typing notice passed on: for `recipients` (their nodes push to those online), sent by `from`
    * in the conversation `to` names, at `at` (ms since the epoch, by the passing node's clock).
@@ -50,7 +59,21 @@ export type BusEvent =
    * A user's readSeq moved in a conversation (`with` as that user names it): its other devices
    * (all but `session`) and, in a direct conversation, the other user are told.
    */
-  | { type: "read"; user: number; with: Target; seq: number; session: number | null };
+  | { type: "read"; user: number; with: Target; seq: number; session: number | null }
+  /**
+   * A message was edited or deleted (`change`, at its own seq of the conversation's log): pushed to
+   * `recipients` but the asking socket's `session`. `message` is its new state, or null when too
+   * large for a notification (nodes then read it by `id`).
+   */
+  | {
+    type: "change";
+    conversation: number;
+    id: number;
+    change: Change;
+    message: Message | null;
+    recipients: number[];
+    session?: number;
+  };
 
 export type BusHandler = (event: BusEvent) => void;
 
@@ -103,6 +126,9 @@ export function audienceOf(event: BusEvent): Audience {
       return "group" in event.to ? { groups: [event.to.group] } : { users: event.recipients };
     case "read":
       return { users: "user" in event.with ? [event.user, event.with.user] : [event.user] };
+    case "change":
+      // Both users, or every member of the group, as committed with the change.
+      return { users: event.recipients };
     default: {
       const unrouted: never = event;
       throw new Error(`Bus event ${JSON.stringify(unrouted)} has no audience`);

@@ -68,12 +68,14 @@ export class Hub {
       case "member.left":
         return this.#run(
           event.type,
-          () => this.#memberLeft(event.group, event.user, event.session),
+          () => this.#memberLeft(event.group, event.user, event.session, event.conversation),
         );
       case "typing":
         return this.#typing(event);
       case "read":
         return this.#read(event);
+      case "change":
+        return this.#run(event.type, () => this.#changed(event));
     }
   }
 
@@ -114,6 +116,18 @@ export class Hub {
         for (const socket of this.#o.registry.byUser(user)) socket.push(event);
       }
     }
+  }
+
+  /** An edit or a deletion: to every participant's sockets here but the asking one. */
+  async #changed(event: Extract<BusEvent, { type: "change" }>): Promise<void> {
+    const sockets = event.recipients.flatMap((user) => [...this.#o.registry.byUser(user)])
+      .filter((s) => event.session === undefined || s.sessionId !== event.session);
+    if (sockets.length === 0) return;
+    const pushed = event.message
+      ? { conversation: event.conversation, message: event.message, change: event.change }
+      : await this.#o.chat.changedById(event.conversation, event.id, event.change);
+    if (!pushed) return;
+    for (const socket of sockets) socket.push(pushed);
   }
 
   /** A user read a conversation: its other devices, and the other user of a direct one. */
@@ -199,8 +213,16 @@ export class Hub {
   }
 
   /** Tells the members that remain, and the leaver's other devices. */
-  async #memberLeft(group: number, user: number, except?: number): Promise<void> {
+  async #memberLeft(
+    group: number,
+    user: number,
+    except: number | undefined,
+    conversation: number | null,
+  ): Promise<void> {
     const notice = { type: "group.member.left", group, user };
+    if (conversation !== null) {
+      for (const socket of this.#o.registry.byUser(user)) socket.forget(conversation);
+    }
     this.#notifyUser(user, notice, except);
     if (this.#o.registry.sessions === 0) return;
     for (const member of await this.#o.chat.people.members(group)) {

@@ -103,6 +103,9 @@ export const REQUESTS = {
   "user.unblock": z.object({ user: id }),
   "group.leave": z.object({ group: id }),
   "typing": z.object({ to: target }),
+  // v2: edits and deletions.
+  "message.edit": z.object({ id, text }),
+  "message.delete": z.object({ id }),
 } as const;
 
 export type RequestType = keyof typeof REQUESTS;

@@ -25,6 +25,11 @@ export interface Peer {
   close(code: number, reason: string): void;
   /** Sends whatever it missed of its user's conversations (after the bus was away). */
   resync(): Promise<void>;
+  /**
+   * Its user left the conversation (a group): the stream of it ends here, and starts afresh if
+   * it joins again.
+   */
+  forget(conversation: number): void;
 }
 
 /**

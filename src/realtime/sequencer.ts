@@ -6,7 +6,7 @@
  * early waits while the missing ones are read from the log (they are committed: the early one was
  * committed after them), and one that comes twice (live and in the catch-up) goes out once.
  */
-import type { LogEvent } from "../chat/chat.ts";
+import { eventSeq, type LogEvent } from "../chat/chat.ts";
 
 type Item =
   | { kind: "event"; event: LogEvent }
@@ -64,6 +64,11 @@ export class Sequencer {
     return this.#last.get(conversation);
   }
 
+  /** Forgets one conversation (its user left it): a next event of it starts its stream afresh. */
+  forget(conversation: number): void {
+    this.#last.delete(conversation);
+  }
+
   /**
    * The connection is closed: nothing more goes out, and every reply and task waiting here is let
    * go at once, so that closing never waits on a fill (a database that does not answer).
@@ -107,16 +112,17 @@ export class Sequencer {
   deliver(event: LogEvent): void {
     if (this.#broken) return;
     const last = this.#last.get(event.conversation);
-    if (last !== undefined && event.message.seq <= last) return;
-    this.#last.set(event.conversation, event.message.seq);
+    const seq = eventSeq(event);
+    if (last !== undefined && seq <= last) return;
+    this.#last.set(event.conversation, seq);
     this.o.emit(event);
   }
 
   /** A live event. The common case (next in its conversation, nothing queued) goes out at once. */
   push(event: LogEvent): void {
     if (!this.#holding && !this.#busy) {
-      this.#first(event.conversation, "user" in event.message.to, event.message.seq);
-      if (this.#ready(event.conversation, event.message.seq)) return this.deliver(event);
+      this.#first(event.conversation, "user" in event.message.to, eventSeq(event));
+      if (this.#ready(event.conversation, eventSeq(event))) return this.deliver(event);
     }
     this.#queue.push({ kind: "event", event });
     this.#kick();
@@ -171,7 +177,7 @@ export class Sequencer {
       const events = await this.o.fetch(conversation, after, upTo);
       for (const e of events) this.deliver(e);
       if (events.length === 0) return;
-      after = events[events.length - 1].message.seq;
+      after = eventSeq(events[events.length - 1]);
     }
   }
 
@@ -231,7 +237,7 @@ export class Sequencer {
           continue;
         }
         const [conversation, direct, seq] = item.kind === "event"
-          ? [item.event.conversation, "user" in item.event.message.to, item.event.message.seq]
+          ? [item.event.conversation, "user" in item.event.message.to, eventSeq(item.event)]
           : [item.conversation, item.direct, item.seq];
         this.#first(conversation, direct, seq);
         if (item.kind === "event" && (this.#last.get(conversation) ?? 0) < seq - 1) {

@@ -3,7 +3,7 @@
  * chat domain, encodes replies and pushes. It sees the socket only through `SocketLike`, so it runs
  * the same under any server adapter and in tests.
  */
-import type { Chat, LogEvent, Message, Range } from "../chat/chat.ts";
+import { type Chat, eventSeq, type LogEvent, type Message, type Range } from "../chat/chat.ts";
 import { ChatError, toChatError } from "../chat/errors.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
@@ -87,6 +87,20 @@ function pushFrame(message: Message): string {
   return text;
 }
 
+/** The conversation of `message` as user `me` names it (PROTOCOL.md: `with`). */
+function withOf(message: Message, me: number): { user: number } | { group: number } {
+  if ("group" in message.to) return { group: message.to.group };
+  return { user: message.to.user === me ? message.from.id : message.to.user };
+}
+
+/** An edit or deletion as pushed to `me`, or as the reply to its own request. */
+function changeFrame(event: LogEvent, me: number): Reply {
+  const seq = eventSeq(event);
+  return event.change!.kind === "edited"
+    ? { type: "message.edited", message: event.message, seq }
+    : { type: "message.deleted", with: withOf(event.message, me), id: event.message.id, seq };
+}
+
 export class ChatSocket implements Peer {
   userId: number | null = null;
   sessionId: number | null = null;
@@ -127,6 +141,7 @@ export class ChatSocket implements Peer {
       fetch: (conversation, after, upTo) =>
         this.o.chat.events([{ conversation, after, upTo }], CATCH_UP_PAGE),
       emit: (event) => {
+        if (event.change) return this.send(changeFrame(event, this.userId!));
         this.o.metrics.messagesDelivered.inc();
         this.#write(pushFrame(event.message));
       },
@@ -325,6 +340,24 @@ export class ChatSocket implements Peer {
         return chat.read(me, this.#device, this.sessionId, request.with, request.seq).then(() =>
           null
         );
+      case "message.edit":
+      case "message.delete": {
+        const change = request.type === "message.edit"
+          ? chat.editMessage(me, request.id, request.text, this.sessionId ?? undefined)
+          : chat.deleteMessage(me, request.id, this.sessionId ?? undefined);
+        return change.then((event) => {
+          const pushed = changeFrame(event, me);
+          const reply = request.type === "message.edit"
+            ? { type: "edited", message: pushed.message, seq: pushed.seq }
+            : { type: "deleted", with: pushed.with, id: pushed.id, seq: pushed.seq };
+          positions.set(reply, {
+            conversation: event.conversation,
+            direct: "user" in event.message.to,
+            seq: eventSeq(event),
+          });
+          return reply;
+        });
+      }
       case "receipts":
         return chat.receipts(me, request.group).then((members) => ({
           type: "receipts",
@@ -370,10 +403,12 @@ export class ChatSocket implements Peer {
           user: request.user,
         }));
       case "group.leave":
-        return chat.people.leaveGroup(me, request.group, this.sessionId ?? undefined).then(() => ({
-          type: "group.left",
-          group: request.group,
-        }));
+        return chat.people.leaveGroup(me, request.group, this.sessionId ?? undefined).then((
+          conversation,
+        ) => {
+          if (conversation !== null) this.forget(conversation);
+          return { type: "group.left", group: request.group };
+        });
       case "typing":
         return this.#typing(me, request.to);
     }
@@ -456,7 +491,7 @@ export class ChatSocket implements Peer {
       const page = await this.o.chat.events(left, CATCH_UP_PAGE);
       for (const event of page) sequencer.deliver(event);
       if (page.length < CATCH_UP_PAGE) return;
-      const reached = new Map(page.map((e) => [e.conversation, e.message.seq]));
+      const reached = new Map(page.map((e) => [e.conversation, eventSeq(e)]));
       left = left.map((r) => ({ ...r, after: reached.get(r.conversation) ?? r.after }))
         .filter((r) => r.after < r.upTo);
     }
@@ -492,6 +527,10 @@ export class ChatSocket implements Peer {
   }
 
   /** A live event of one of this user's conversations. */
+  forget(conversation: number): void {
+    this.#sequencer?.forget(conversation);
+  }
+
   push(event: LogEvent): void {
     this.#sequencer?.push(event);
   }

@@ -35,6 +35,10 @@ export interface MessageRow {
   text: string;
   clientId: string | null;
   at: Date;
+  /** When it was last edited, if ever. */
+  editedAt: Date | null;
+  /** Deleted: its text is gone (""). */
+  deleted: boolean;
 }
 
 /** A live-session test for the user in column `u.id`, as a boolean column. */
@@ -173,7 +177,8 @@ export async function groups(
 export const MESSAGE_COLUMNS = (sql: Querier) =>
   sql`m.id, m.conversation_id as "conversationId", m.seq, m.sender_id as "senderId",
       u.name as "senderName", m.recipient_id as "recipientId", m.group_id as "groupId",
-      m.body as text, m.client_id as "clientId", m.created_at as at`;
+      m.body as text, m.client_id as "clientId", m.created_at as at, m.edited_at as "editedAt",
+      m.deleted_at is not null as deleted`;
 
 /** One message to store; `to` is already validated in shape, not yet against the tables. */
 export interface NewMessage {
@@ -415,6 +420,8 @@ export async function storeMessages(tx: Querier, batch: readonly NewMessage[]): 
         text: m.text,
         clientId: m.clientId,
         at: insertedAt.get(ids[k])!,
+        editedAt: null,
+        deleted: false,
       },
     };
   });

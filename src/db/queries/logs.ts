@@ -6,6 +6,7 @@
  */
 import type { Querier } from "../connect.ts";
 import { MESSAGE_COLUMNS, type MessageRow } from "./chat.ts";
+import type { ChangeKind } from "./edits.ts";
 
 /** A conversation of a user, with the user's and one device's cursors in it. */
 export interface ConversationRow {
@@ -18,6 +19,11 @@ export interface ConversationRow {
   readSeq: number;
   /** The device's own cursor; null when the device never acknowledged anything there. */
   deviceSeq: number | null;
+  /**
+   * Of the events beyond readSeq, those that are not unread messages: edits and deletions, and the
+   * messages deleted since (PROTOCOL.md: unread counts no deleted message).
+   */
+  notUnread: number;
 }
 
 /**
@@ -34,7 +40,12 @@ export async function conversationsOf(
     ...await sql<ConversationRow[]>`
       select c.id, c.group_id as "groupId", c.user_a as "userA", c.user_b as "userB",
              c.last_seq as "lastSeq", coalesce(u.delivered_seq, 0) as "deliveredSeq",
-             coalesce(u.read_seq, 0) as "readSeq", d.seq as "deviceSeq"
+             coalesce(u.read_seq, 0) as "readSeq", d.seq as "deviceSeq",
+             (select count(*) + count(*) filter (where x.kind = 'deleted'
+                                                   and dm.seq > coalesce(u.read_seq, 0))
+                from message_events x join messages dm on dm.id = x.message_id
+               where x.conversation_id = c.id and x.seq > coalesce(u.read_seq, 0))::int
+               as "notUnread"
         from (select id from conversations
                where user_a = ${userId} and group_id is null and last_seq > 0
               union
@@ -68,20 +79,32 @@ export async function eventsIn(
   ranges: readonly Range[],
   limit: number,
   byId = false,
-): Promise<MessageRow[]> {
+): Promise<EventRow[]> {
   if (ranges.length === 0) return [];
+  // Two logs read by the same ranges: the messages (at the seq they were created) and their edits
+  // and deletions (message_events). Each message shows its current state.
   return [
-    ...await sql<MessageRow[]>`
-      select ${MESSAGE_COLUMNS(sql)}
-        from unnest(${ranges.map((r) => r.conversation)}::bigint[], ${
+    ...await sql<EventRow[]>`
+      with r as (
+        select * from unnest(${ranges.map((r) => r.conversation)}::bigint[], ${
       ranges.map((r) => r.after)
-    }::bigint[], ${ranges.map((r) => r.upTo)}::bigint[]) as r(c, a, z)
-        join messages m on m.conversation_id = r.c and m.seq > r.a and m.seq <= r.z
+    }::bigint[], ${ranges.map((r) => r.upTo)}::bigint[]) as r(c, a, z)),
+      e as (
+        select m.id as message_id, m.seq, null::text as kind from r
+          join messages m on m.conversation_id = r.c and m.seq > r.a and m.seq <= r.z
+        union all
+        select x.message_id, x.seq, x.kind from r
+          join message_events x on x.conversation_id = r.c and x.seq > r.a and x.seq <= r.z)
+      select ${MESSAGE_COLUMNS(sql)}, e.kind as change, e.seq as "eventSeq"
+        from e join messages m on m.id = e.message_id
         join users u on u.id = m.sender_id
-       order by ${byId ? sql`m.id` : sql`m.conversation_id, m.seq`}
+       order by ${byId ? sql`m.id, e.seq` : sql`m.conversation_id, e.seq`}
        limit ${limit}`,
   ];
 }
+
+/** An event of a log: a message (`change` null, at its own seq) or a change of one. */
+export type EventRow = MessageRow & { change: ChangeKind | null; eventSeq: number };
 
 /** Messages by id (those too large for a bus notification), in id order. */
 export async function messagesById(sql: Querier, ids: readonly number[]): Promise<MessageRow[]> {

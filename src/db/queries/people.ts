@@ -102,19 +102,24 @@ export async function blockedBy(sql: Querier, user: number): Promise<number[]> {
   return rows.map((r) => r.id);
 }
 
-/** "left", "not_member" (the group exists) or "missing" (no such group). */
+/**
+ * "not_member" (the group exists) or "missing" (no such group), or the group's conversation (its
+ * internal id, null before its first event) when the user left.
+ */
 export async function leaveGroup(
   sql: Querier,
   group: number,
   user: number,
-): Promise<"left" | "not_member" | "missing"> {
-  const [row] = await sql<{ gone: boolean }[]>`
+): Promise<{ conversation: number | null } | "not_member" | "missing"> {
+  const [row] = await sql<{ gone: boolean; conversation: number | null }[]>`
     with g as (select id from groups where id = ${group}),
          del as (
            delete from group_members where group_id = ${group} and user_id = ${user}
            returning 1)
-    select exists (select 1 from del) as gone from g`;
-  return !row ? "missing" : row.gone ? "left" : "not_member";
+    select exists (select 1 from del) as gone,
+           (select id from conversations where group_id = ${group}) as conversation
+      from g`;
+  return !row ? "missing" : row.gone ? { conversation: row.conversation } : "not_member";
 }
 
 /** The members of a group, by id; empty when there is no such group. */

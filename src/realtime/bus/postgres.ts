@@ -134,6 +134,15 @@ export function split(event: BusEvent): string[] {
       ];
     return [...split(a), ...split(b)];
   }
+  if (event.type === "change") {
+    // Without the message first (nodes read it by id), then to halves of the recipients.
+    if (event.message !== null) return split({ ...event, message: null });
+    const half = event.recipients.length >> 1;
+    return [
+      ...split({ ...event, recipients: event.recipients.slice(0, half) }),
+      ...split({ ...event, recipients: event.recipients.slice(half) }),
+    ];
+  }
   if (event.type === "typing") {
     // A group of thousands: each part tells some of its members.
     const half = event.recipients.length >> 1;
