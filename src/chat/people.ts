@@ -160,7 +160,10 @@ export class People {
     if (!this.typingDue(me, to, now)) return;
     this.#typingPassed.set(`${me}|${conversationKey(me, to)}`, now);
     if (this.#typingPassed.size > this.#sweepAt) this.#sweep(now);
-    if (recipients.length > 0) this.tell({ type: "typing", from: me, to, recipients, at: now });
+    if (recipients.length > 0) {
+      const notice = crypto.randomUUID();
+      this.tell({ type: "typing", from: me, to, recipients, at: now, notice });
+    }
   }
 
   /** Forgets records older than the interval: they no longer hold anything back. */

@@ -53,8 +53,16 @@ export type BusEvent =
   /**
    * A typing notice passed on: for `recipients` (their nodes push to those online), sent by `from`
    * in the conversation `to` names, at `at` (ms since the epoch, by the passing node's clock).
+   * `notice` names it: the parts of one notice (a large group's, split) share it.
    */
-  | { type: "typing"; from: number; to: Target; recipients: number[]; at: number }
+  | {
+    type: "typing";
+    from: number;
+    to: Target;
+    recipients: number[];
+    at: number;
+    notice: string;
+  }
   /**
    * A user's readSeq moved in a conversation (`with` as that user names it): its other devices
    * (all but `session`) and, in a direct conversation, the other user are told.

@@ -27,7 +27,7 @@ export class Hub {
   #pendingOffline = new Map<number, ReturnType<typeof setTimeout>>();
   #stopped = false;
   /** When the last typing notice pushed from this node was passed on, by `from|conversation`. */
-  #typingPushed = new Map<string, number>();
+  #typingPushed = new Map<string, { at: number; notice: string }>();
   #typingSweepAt = 10_000;
 
   constructor(options: HubOptions) {
@@ -239,14 +239,17 @@ export class Hub {
   #typing(event: Extract<BusEvent, { type: "typing" }>): void {
     const key = `${event.from}|${conversationKey(event.from, event.to)}`;
     const last = this.#typingPushed.get(key);
-    // The same `at` is the same notice: a large group's recipients come in several parts.
-    if (last !== undefined && last !== event.at && Math.abs(event.at - last) < TYPING_INTERVAL_MS) {
+    // The parts of one notice (a large group's recipients, split) all go through.
+    if (
+      last !== undefined && last.notice !== event.notice &&
+      Math.abs(event.at - last.at) < TYPING_INTERVAL_MS
+    ) {
       return;
     }
-    this.#typingPushed.set(key, event.at);
+    this.#typingPushed.set(key, { at: event.at, notice: event.notice });
     if (this.#typingPushed.size > this.#typingSweepAt) {
-      for (const [k, at] of this.#typingPushed) {
-        if (event.at - at >= TYPING_INTERVAL_MS) this.#typingPushed.delete(k);
+      for (const [k, passed] of this.#typingPushed) {
+        if (event.at - passed.at >= TYPING_INTERVAL_MS) this.#typingPushed.delete(k);
       }
       this.#typingSweepAt = Math.max(10_000, 2 * this.#typingPushed.size);
     }
