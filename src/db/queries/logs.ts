@@ -1,8 +1,8 @@
 /**
  * @module SQL for conversation logs and cursors: what a user's conversations look like from one
  * device (catch-up at login), the events of a log between two seqs, cursor moves in batches, and
- * group receipts. Messages are the only events so far; edits and deletions join `eventsIn` as a
- * second log table read by the same (conversation_id, seq) ranges.
+ * group receipts. A log is two tables read by the same (conversation_id, seq) ranges: `messages`
+ * (each at the seq it was created) and `message_events` (edits and deletions).
  */
 import type { Querier } from "../connect.ts";
 import { MESSAGE_COLUMNS, type MessageRow } from "./chat.ts";
