@@ -200,7 +200,10 @@ export class NodeRuntime {
     return reaped.nodes.length;
   }
 
-  /** One heartbeat: confirm the lock, renew the lease, reap the dead. Skipped while one runs. */
+  /**
+   * One heartbeat: confirm the lock, renew the lease, reap the dead, end the sessions whose socket
+   * closed while the database was away. Skipped while one runs.
+   */
   async beat(): Promise<void> {
     if (this.#beating || this.#draining) return;
     this.#beating = true;
@@ -217,6 +220,7 @@ export class NodeRuntime {
         this.#lastRenewal = performance.now();
       }
       await this.#reap("heartbeat");
+      await this.#o.chat.endLeftSessions();
     } catch (error) {
       log.warn("node.heartbeat_failed", { error: String(error) });
     } finally {

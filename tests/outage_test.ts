@@ -5,7 +5,7 @@
  */
 import { assert, assertEquals } from "./support/assert.ts";
 import { Client, eventually, type Frame, loggedIn, resume } from "./support/client.ts";
-import { undelivered, withWorld } from "./support/fixture.ts";
+import { stateOf, undelivered, withWorld } from "./support/fixture.ts";
 import { canRestartPostgres, restartPostgres } from "./support/postgres.ts";
 import type { ServerProcess } from "./support/server.ts";
 import { TcpProxy } from "./support/tcp_proxy.ts";
@@ -270,6 +270,38 @@ Deno.test("outage: after 5 s with the database down (connections refused), the b
       );
       console.log(JSON.stringify({ listenBackMs: Date.now() - restoredAt }));
       await Promise.all([recipient.client.close(), sender.client.close()]);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
+
+Deno.test("outage: a socket that closes while the database is down has its session ended once it is back", async () => {
+  await withWorld("outage_left_session", async ({ start, databaseUrl, sql }) => {
+    const url = new URL(databaseUrl);
+    const proxy = TcpProxy.start({ hostname: url.hostname, port: Number(url.port || 5432) });
+    try {
+      // A lease far longer than the test: no reaper can end the session, only the node itself.
+      const env = {
+        HEARTBEAT_MS: "500",
+        NODE_TTL_MS: "600000",
+        DATABASE_URL: proxy.wrap(databaseUrl),
+      };
+      const node = await start({ nodeId: "left-a", env });
+      const user = await loggedIn(node.wsUrl);
+      assertEquals(await stateOf(sql, user.user.id), "online");
+      // The delete on close fails while nothing reaches the database...
+      proxy.set("down");
+      await user.client.close();
+      await node.waitForLog((l) => l.event === "session.close_failed", 15_000);
+      proxy.set("pass");
+      // ... and a later heartbeat ends it: the user reads offline, on a node that stays live.
+      await eventually(
+        async () => await stateOf(sql, user.user.id) === "offline",
+        15_000,
+        "offline",
+      );
+      assertEquals(await health(node), 200);
     } finally {
       await proxy.close();
     }

@@ -170,6 +170,12 @@ export class Chat {
   #loginsClosed = false;
   #loginsRunning = 0;
   #loginsSettled: (() => void) | undefined;
+  /**
+   * Sessions to end whose delete failed (the database was away when their socket closed). Their
+   * rows would keep their users online for as long as this node lives, since no reaper touches a
+   * live node's sessions; `endLeftSessions` tries them again on every heartbeat.
+   */
+  readonly #leftSessions = new Set<number>();
 
   constructor(options: ChatOptions) {
     this.#loginFailures = options.loginFailures;
@@ -316,8 +322,21 @@ export class Chat {
 
   /** Ends a session (socket closed, logout, or drain); tells contacts when it was the last one. */
   async endSession(sessionId: number): Promise<void> {
-    const offline = await presence.closeSession(this.#sql, sessionId);
+    let offline: number | null;
+    try {
+      offline = await presence.closeSession(this.#sql, sessionId);
+    } catch (error) {
+      this.#leftSessions.add(sessionId);
+      throw error;
+    }
+    this.#leftSessions.delete(sessionId);
     if (offline !== null) this.#tell({ type: "presence", user: offline, online: false });
+  }
+
+  /** Ends the sessions whose delete failed before; returns how many are still left. */
+  async endLeftSessions(): Promise<number> {
+    for (const sessionId of [...this.#leftSessions]) await this.endSession(sessionId);
+    return this.#leftSessions.size;
   }
 
   async logout(sessionId: number, token: string | null): Promise<void> {
