@@ -23,6 +23,8 @@ interface Member {
   clusterPort: number;
   monitorPort: number;
   child: Deno.ChildProcess | null;
+  /** The server exited by itself (a port taken, a bad argument). */
+  exited: boolean;
 }
 
 export class NatsCluster {
@@ -32,24 +34,32 @@ export class NatsCluster {
     this.#members = members;
   }
 
-  /** Starts `size` servers and waits until each has a route to every other. */
-  static async start(size = 3): Promise<NatsCluster> {
-    const members = Array.from({ length: size }, (_, i) => ({
-      name: `parley-test-${i}-${crypto.randomUUID().slice(0, 6)}`,
-      port: freePort(),
-      clusterPort: freePort(),
-      monitorPort: freePort(),
-      child: null,
-    }));
-    const cluster = new NatsCluster(members);
-    try {
-      for (let i = 0; i < size; i++) cluster.#spawn(i);
-      await cluster.waitForRoutes();
-    } catch (error) {
-      await cluster.stopAll();
-      throw error;
+  /**
+   * Starts `size` servers and waits until each has a route to every other. A port found free may be
+   * taken before a server binds it (any process's outgoing connection can draw it from the same
+   * ephemeral range): a server that exits at start fails the attempt at once, and another attempt
+   * runs on fresh ports.
+   */
+  static async start(size = 3, attempts = 5): Promise<NatsCluster> {
+    for (let attempt = 1;; attempt++) {
+      const members = Array.from({ length: size }, (_, i) => ({
+        name: `parley-test-${i}-${crypto.randomUUID().slice(0, 6)}`,
+        port: freePort(),
+        clusterPort: freePort(),
+        monitorPort: freePort(),
+        child: null,
+        exited: false,
+      }));
+      const cluster = new NatsCluster(members);
+      try {
+        for (let i = 0; i < size; i++) cluster.#spawn(i);
+        await cluster.waitForRoutes();
+        return cluster;
+      } catch (error) {
+        await cluster.stopAll();
+        if (attempt >= attempts) throw error;
+      }
     }
-    return cluster;
   }
 
   get size(): number {
@@ -92,6 +102,11 @@ export class NatsCluster {
       stdout: "null",
       stderr: Deno.env.get("PARLEY_TEST_VERBOSE") ? "inherit" : "null",
     }).spawn();
+    const child = m.child;
+    m.exited = false;
+    child.status.then(() => {
+      if (m.child === child) m.exited = true;
+    });
   }
 
   async #monitor<T>(i: number, path: string): Promise<T | null> {
@@ -110,6 +125,8 @@ export class NatsCluster {
     const running = this.#members.map((m, i) => ({ m, i })).filter(({ m }) => m.child !== null);
     const deadline = Date.now() + ms;
     while (Date.now() < deadline) {
+      const gone = running.find(({ m }) => m.exited);
+      if (gone) throw new Error(`nats-server ${gone.i} exited at start (port taken?)`);
       const counts = await Promise.all(
         running.map(({ i }) => this.#monitor<{ num_routes: number }>(i, "/routez")),
       );
