@@ -1,7 +1,10 @@
 /**
  * @module Group commit for sends. A commit per message caps a node at the database's commit rate;
- * here messages that arrive while a commit is in flight wait for the next one and go in together,
- * so under load one transaction stores hundreds, while a lone message still commits at once.
+ * here messages that arrive while a batch is being written wait for the next batch and go in
+ * together, so under load one transaction stores hundreds, while a lone message still commits at
+ * once. The next batch starts as soon as the one before has written its rows, while that one's
+ * COMMIT (the WAL flush) is still under way: the node prepares and writes batch n+1 while the
+ * disk flushes batch n.
  */
 import { type Sql, transaction } from "../db/connect.ts";
 import { BatchRaced, type NewMessage, type Stored, storeMessages } from "../db/queries/chat.ts";
@@ -18,18 +21,25 @@ interface Pending {
 /** Most messages one transaction takes; more wait for the next. */
 const MAX_BATCH = 500;
 /**
- * Transactions in flight at once. Batches touching the same conversation commit one after the
- * other in any case; measured on 2 cores, 3 at once were no faster than 1, and smaller batches.
+ * Batches under way at once: one being written, the other committing. Batches that share a
+ * conversation still commit one after the other (its advisory lock is held until commit). On the
+ * bench (2 cores, durable database) 3 were no better than 2.
  */
-const MAX_IN_FLIGHT = 1;
+const MAX_OPEN = 2;
 
 export class Outbox {
   #queue: Pending[] = [];
-  #inFlight = 0;
+  /** A batch is reading and writing, before its COMMIT: the next one waits for that. */
+  #writing = false;
+  /** Batches started and not yet answered. */
+  #open = 0;
+  /** Settles once the latest batch's outcomes were handed out: each batch's go after the last's. */
+  #handedOut: Promise<void> = Promise.resolve();
 
   /**
    * `committed` runs once per committed batch, with the messages it stored for the first time, in
-   * id order: the place to tell recipients.
+   * id order: the place to tell recipients. Batches are handed out in the order they began, so
+   * a conversation's messages reach `committed` in seq order.
    */
   constructor(
     private readonly sql: Sql,
@@ -45,52 +55,79 @@ export class Outbox {
   store(message: NewMessage, signal?: AbortSignal, session?: number): Promise<Stored> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ message, signal, session, resolve, reject });
-      if (this.#inFlight < MAX_IN_FLIGHT) void this.#flush();
+      this.#next();
     });
   }
 
-  /** One transaction; again when another batch stored one of its clientIds meanwhile. */
-  async #store(messages: NewMessage[]): Promise<Stored[]> {
-    for (let attempt = 1;; attempt++) {
-      try {
-        return await transaction(this.sql, (tx) => storeMessages(tx, messages));
-      } catch (error) {
-        if (!(error instanceof BatchRaced) || attempt >= 3) throw error;
-      }
+  /** Starts a batch from the queue if none is being written and fewer than MAX_OPEN are open. */
+  #next(): void {
+    while (!this.#writing && this.#open < MAX_OPEN && this.#queue.length > 0) {
+      const batch = this.#queue.splice(0, MAX_BATCH).filter((p) => {
+        if (!p.signal?.aborted) return true;
+        p.reject(p.signal.reason);
+        return false;
+      });
+      if (batch.length > 0) void this.#run(batch);
     }
   }
 
-  async #flush(): Promise<void> {
-    this.#inFlight++;
+  async #run(batch: Pending[]): Promise<void> {
+    this.#writing = true;
+    this.#open++;
+    let writing = true;
+    const written = () => {
+      if (!writing) return;
+      writing = false;
+      this.#writing = false;
+      this.#next();
+    };
+    const before = this.#handedOut;
+    const handedOut = Promise.withResolvers<void>();
+    this.#handedOut = handedOut.promise;
     try {
-      while (this.#queue.length > 0) {
-        const batch = this.#queue.splice(0, MAX_BATCH).filter((p) => {
-          if (!p.signal?.aborted) return true;
-          p.reject(p.signal.reason);
-          return false;
-        });
-        if (batch.length === 0) continue;
-        let stored: Stored[];
-        try {
-          stored = await this.#store(batch.map((p) => p.message));
-        } catch (error) {
-          for (const p of batch) p.reject(error);
-          continue;
-        }
-        batch.forEach((p, i) => p.resolve(stored[i]));
-        const fresh = stored.flatMap((s, i) =>
-          s.ok && s.created
-            ? [batch[i].session !== undefined ? { ...s, session: batch[i].session } : s]
-            : []
-        );
-        try {
-          if (fresh.length > 0) this.committed(fresh);
-        } catch {
-          // Telling recipients is best effort: what is committed waits for them in any case.
-        }
+      let stored: Stored[];
+      try {
+        stored = await this.#store(batch.map((p) => p.message), written);
+      } catch (error) {
+        await before;
+        for (const p of batch) p.reject(error);
+        return;
+      }
+      await before;
+      batch.forEach((p, i) => p.resolve(stored[i]));
+      const fresh = stored.flatMap((s, i) =>
+        s.ok && s.created
+          ? [batch[i].session !== undefined ? { ...s, session: batch[i].session } : s]
+          : []
+      );
+      try {
+        if (fresh.length > 0) this.committed(fresh);
+      } catch {
+        // Telling recipients is best effort: what is committed waits for them in any case.
       }
     } finally {
-      this.#inFlight--;
+      this.#open--;
+      handedOut.resolve();
+      if (writing) written();
+      else this.#next();
+    }
+  }
+
+  /**
+   * One transaction; again when another batch stored one of its clientIds meanwhile. `written`
+   * runs once the rows are written and the COMMIT is about to go.
+   */
+  async #store(messages: NewMessage[], written: () => void): Promise<Stored[]> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await transaction(this.sql, async (tx) => {
+          const stored = await storeMessages(tx, messages);
+          written();
+          return stored;
+        });
+      } catch (error) {
+        if (!(error instanceof BatchRaced) || attempt >= 3) throw error;
+      }
     }
   }
 }
