@@ -114,19 +114,20 @@ export class Outbox {
   }
 
   /**
-   * One transaction; again when another batch stored one of its clientIds meanwhile. `written`
-   * runs once the rows are written and the COMMIT is about to go.
+   * One transaction, first without looking for resent clientIds (see storeMessages); again,
+   * looking, when one of them was stored before or by another batch meanwhile. `written` runs
+   * once the rows are written and the COMMIT is about to go.
    */
   async #store(messages: NewMessage[], written: () => void): Promise<Stored[]> {
     for (let attempt = 1;; attempt++) {
       try {
         return await transaction(this.sql, async (tx) => {
-          const stored = await storeMessages(tx, messages);
+          const stored = await storeMessages(tx, messages, attempt > 1);
           written();
           return stored;
         });
       } catch (error) {
-        if (!(error instanceof BatchRaced) || attempt >= 3) throw error;
+        if (!(error instanceof BatchRaced) || attempt >= 4) throw error;
       }
     }
   }
