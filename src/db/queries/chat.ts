@@ -281,8 +281,10 @@ export async function storeMessages(
       tx<
         { id: number; name: string }[]
       >`select id, name from users where id = any(${userIds}::bigint[])`,
-      tx<{ id: number }[]>`select id from groups where id = any(${groupIds}::bigint[])`,
-      tx<{ groupId: number; userId: number }[]>`
+      groupIds.length === 0
+        ? []
+        : tx<{ id: number }[]>`select id from groups where id = any(${groupIds}::bigint[])`,
+      groupIds.length === 0 ? [] : tx<{ groupId: number; userId: number }[]>`
       select group_id as "groupId", user_id as "userId"
         from group_members where group_id = any(${groupIds}::bigint[])`,
       tx<{ id: number }[]>`
