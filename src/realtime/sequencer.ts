@@ -146,9 +146,9 @@ export class Sequencer {
       }
     }
     this.#queuedReplies++;
-    this.progress();
     return new Promise((done) => {
       this.#queue.push({ kind: "reply", conversation, direct, seq, write, done });
+      this.progress();
       this.#kick();
     });
   }
@@ -181,17 +181,27 @@ export class Sequencer {
     }
   }
 
+  /** Where the last queued reply of `conversation` before `seq` stands in the queue, or -1. */
+  #replyBefore(conversation: number, seq: number): number {
+    return this.#queue.findLastIndex((i) =>
+      i.kind === "reply" && i.conversation === conversation && i.seq < seq
+    );
+  }
+
   /**
-   * A gap may be the connection's own messages, committed but not yet answered: a batch's pushes
-   * to others go out as it commits, before its senders' replies are written. Those come as
-   * replies (`sent`), not as pushes, so the gap waits for them while the connection has sends in
-   * flight. A reply queued here means the replies before it are out (they leave in request order),
-   * so the gap is someone else's and is filled at once.
+   * A gap before event `seq` may hold the connection's own messages, committed but not yet
+   * answered: a batch's pushes to others go out as it commits, before its senders' replies are
+   * written. Those come as replies (`sent`), not as pushes, so the gap waits while the connection
+   * has sends in flight, until it closes or a reply is queued here. Replies reach the queue one at
+   * a time, in request order, and own messages of a conversation have seqs in request order: so a
+   * queued reply of this conversation before `seq` is where the event goes next (the gap may hold
+   * more own messages after it), and with any other reply queued the gap is someone else's and is
+   * filled (waiting longer would wait on the queue itself).
    */
-  async #ownReplies(conversation: number, upTo: number): Promise<void> {
+  async #ownReplies(conversation: number, seq: number): Promise<void> {
     const deadline = performance.now() + OWN_REPLY_WAIT_MS;
     while (
-      (this.#last.get(conversation) ?? 0) < upTo && this.#queuedReplies === 0 &&
+      (this.#last.get(conversation) ?? 0) < seq - 1 && this.#queuedReplies === 0 &&
       (this.o.pendingReplies?.() ?? 0) > 0
     ) {
       const left = deadline - performance.now();
@@ -242,15 +252,20 @@ export class Sequencer {
         this.#first(conversation, direct, seq);
         if (item.kind === "event" && (this.#last.get(conversation) ?? 0) < seq - 1) {
           // Replies of this connection queued for earlier seqs of the conversation go first:
-          // they are its own events, and their gaps are filled up to them only.
-          const before = this.#queue.findLastIndex((i) =>
-            i.kind === "reply" && i.conversation === conversation && i.seq < seq
-          );
+          // they are its own events, and their gaps are filled up to them only. Events moved
+          // behind the same reply keep their seq order.
+          await this.#ownReplies(conversation, seq);
+          const before = this.#replyBefore(conversation, seq);
           if (before >= 0) {
-            this.#queue.splice(before + 1, 0, item);
+            let at = before + 1;
+            while (
+              at < this.#queue.length && this.#queue[at].kind === "event" &&
+              (this.#queue[at] as { event: LogEvent }).event.conversation === conversation &&
+              eventSeq((this.#queue[at] as { event: LogEvent }).event) < seq
+            ) at++;
+            this.#queue.splice(at, 0, item);
             continue;
           }
-          await this.#ownReplies(conversation, seq - 1);
         }
         const last = this.#last.get(conversation);
         if (last !== undefined && seq > last + 1) {
