@@ -64,3 +64,25 @@ Deno.test("sequencer: a sender's own messages in a gap go out as its replies, ne
 
   assertEquals(out, ["m1", "m2", "m3", "s4", "m5", "s6", "m7"]);
 });
+
+Deno.test("sequencer: a group joined after login starts at the join, whichever of its events comes first", async () => {
+  // Joined when the group's lastSeq was 2. Event 5 was committed on this node and comes first;
+  // 3 and 4 come later over the bus.
+  const log = [1, 2, 3, 4, 5].map((s) => event(s, OTHER));
+  const out: string[] = [];
+  const sequencer = new Sequencer({
+    fetch: (_conversation, after, upTo) =>
+      Promise.resolve(log.filter((e) => e.message.seq > after && e.message.seq <= upTo)),
+    emit: (e) => out.push(`m${e.message.seq}`),
+    failed: (error) => {
+      throw error;
+    },
+    streamStart: () => Promise.resolve(2),
+  });
+  sequencer.push(log[4]);
+  sequencer.push(log[2]);
+  sequencer.push(log[3]);
+  await settled(() => out.length >= 3);
+
+  assertEquals(out, ["m3", "m4", "m5"]);
+});

@@ -549,6 +549,14 @@ export class Chat {
     return (await logs.eventsIn(this.#sql, ranges, limit, byId)).map(toEvent);
   }
 
+  /**
+   * Where a connection's stream of `conversation` starts when it first meets it after login: the
+   * user's deliveredSeq there (a group joined after login: its lastSeq at the join).
+   */
+  streamStart(userId: number, conversation: number): Promise<number> {
+    return logs.deliveredSeq(this.#sql, userId, conversation);
+  }
+
   /** Messages by id (too large for the bus), with their logs. */
   async eventsById(ids: readonly number[]): Promise<LogEvent[]> {
     return (await logs.messagesById(this.#sql, ids)).map(toEvent);

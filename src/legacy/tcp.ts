@@ -158,6 +158,8 @@ export class CourseConnection implements Peer {
     this.#writeGapMs = options.writeGapMs ?? WRITE_GAP_MS;
     this.ended = new Promise((resolve) => this.#resolveEnded = resolve);
     this.#sequencer = new Sequencer({
+      // Asked only while logged in: the sequencer sees events only then.
+      streamStart: (conversation) => options.chat.streamStart(this.userId!, conversation),
       fetch: (conversation, after, upTo) =>
         options.chat.events([{ conversation, after, upTo }], CATCH_UP_PAGE),
       emit: (event) => this.#deliver(event, this.#replaying ? this.#writeGapMs : 0),

@@ -29,6 +29,12 @@ export interface SequencerOptions {
   failed: (error: unknown) => void;
   /** The connection's own sends not yet answered (see `progress`); none by default. */
   pendingReplies?: () => number;
+  /**
+   * Where this connection's stream of a group conversation it has not seen since login starts
+   * (the user's deliveredSeq there: a group joined after login starts at its lastSeq at the join).
+   * Without it, such a stream starts at its first event.
+   */
+  streamStart?: (conversation: number) => Promise<number>;
 }
 
 /** Longest wait for the connection's own replies before a gap is filled from the log anyway. */
@@ -120,7 +126,9 @@ export class Sequencer {
 
   /** A live event. The common case (next in its conversation, nothing queued) goes out at once. */
   push(event: LogEvent): void {
-    if (!this.#holding && !this.#busy) {
+    if (
+      !this.#holding && !this.#busy && this.#known(event.conversation, "user" in event.message.to)
+    ) {
       this.#first(event.conversation, "user" in event.message.to, eventSeq(event));
       if (this.#ready(event.conversation, eventSeq(event))) return this.deliver(event);
     }
@@ -136,7 +144,7 @@ export class Sequencer {
     // Also while the queue is busy: a reply next in its conversation has nothing before it to
     // wait for, and may be what the busy queue waits for (see #ownReplies).
     if (this.#broken) return Promise.resolve();
-    if (!this.#holding) {
+    if (!this.#holding && this.#known(conversation, direct)) {
       this.#first(conversation, direct, seq);
       if (this.#ready(conversation, seq)) {
         this.#advance(conversation, seq);
@@ -221,12 +229,39 @@ export class Sequencer {
   }
 
   /**
-   * A conversation this connection has not seen since login: a direct one began after the login
-   * (its log starts at 1), a group was joined after it (its stream starts where this event is).
+   * Whether `conversation`'s stream has a known start without asking: seen since login, or a
+   * direct one (its log starts at 1). A group joined after login is asked about (`streamStart`):
+   * its first event here need not be the first after the join, since events from other nodes
+   * can come after later ones from this node.
+   */
+  #known(conversation: number, direct: boolean): boolean {
+    return direct || this.#last.has(conversation) || !this.o.streamStart;
+  }
+
+  /**
+   * A conversation this connection has not seen since login and whose start is known (#known): a
+   * direct one began after the login (its log starts at 1); a group, without `streamStart`,
+   * starts at this event.
    */
   #first(conversation: number, direct: boolean, seq: number): void {
     if (this.#last.has(conversation)) return;
     this.#last.set(conversation, direct ? 0 : seq - 1);
+  }
+
+  /**
+   * A group joined after login starts where `streamStart` says; the event at hand goes out even
+   * if another device of the user already acknowledged it.
+   */
+  async #start(conversation: number, seq: number): Promise<void> {
+    const start = await this.o.streamStart!(conversation);
+    if (!this.#last.has(conversation)) this.#last.set(conversation, Math.min(start, seq - 1));
+  }
+
+  /** A read of the log failed: nothing more goes out, and the connection is told to start over. */
+  #fail(error: unknown): void {
+    if (this.#broken) return;
+    this.#broken = true;
+    this.o.failed(error);
   }
 
   #advance(conversation: number, seq: number): void {
@@ -249,6 +284,13 @@ export class Sequencer {
         const [conversation, direct, seq] = item.kind === "event"
           ? [item.event.conversation, "user" in item.event.message.to, eventSeq(item.event)]
           : [item.conversation, item.direct, item.seq];
+        if (!this.#known(conversation, direct)) {
+          try {
+            await this.#start(conversation, seq);
+          } catch (error) {
+            this.#fail(error);
+          }
+        }
         this.#first(conversation, direct, seq);
         if (item.kind === "event" && (this.#last.get(conversation) ?? 0) < seq - 1) {
           // Replies of this connection queued for earlier seqs of the conversation go first:
@@ -272,10 +314,7 @@ export class Sequencer {
           try {
             await this.fill(conversation, seq - 1);
           } catch (error) {
-            if (!this.#broken) {
-              this.#broken = true;
-              this.o.failed(error);
-            }
+            this.#fail(error);
           }
         }
         if (item.kind === "event") {

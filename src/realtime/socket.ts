@@ -136,8 +136,9 @@ export class ChatSocket implements Peer {
     this.ended = new Promise((resolve) => this.#resolveEnded = resolve);
   }
 
-  #newSequencer(): Sequencer {
+  #newSequencer(user: number): Sequencer {
     return new Sequencer({
+      streamStart: (conversation) => this.o.chat.streamStart(user, conversation),
       fetch: (conversation, after, upTo) =>
         this.o.chat.events([{ conversation, after, upTo }], CATCH_UP_PAGE),
       emit: (event) => {
@@ -458,7 +459,7 @@ export class ChatSocket implements Peer {
     this.sessionId = sessionId;
     this.#token = token;
     this.#device = device;
-    const sequencer = this.#sequencer = this.#newSequencer();
+    const sequencer = this.#sequencer = this.#newSequencer(user.id);
     sequencer.hold();
     this.o.registry.bind(this);
     this.#log.info("session.opened", { user: user.id, session: sessionId });

@@ -62,6 +62,18 @@ export async function conversationsOf(
   ];
 }
 
+/** The user's deliveredSeq in `conversation`; 0 without a cursor (there since the beginning). */
+export async function deliveredSeq(
+  sql: Querier,
+  userId: number,
+  conversation: number,
+): Promise<number> {
+  const [row] = await sql<{ seq: number }[]>`
+    select delivered_seq as seq from user_cursors
+     where user_id = ${userId} and conversation_id = ${conversation}`;
+  return row?.seq ?? 0;
+}
+
 export interface Range {
   conversation: number;
   /** Events after this seq ... */
