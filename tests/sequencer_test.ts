@@ -4,7 +4,7 @@
  */
 import { assertEquals } from "./support/assert.ts";
 import type { LogEvent } from "../src/chat/chat.ts";
-import { Sequencer } from "../src/realtime/sequencer.ts";
+import { Sequencer, type SequencerOptions } from "../src/realtime/sequencer.ts";
 
 const ME = 1;
 const OTHER = 2;
@@ -24,6 +24,23 @@ function event(seq: number, from: number): LogEvent {
   };
 }
 
+/** A sequencer over `log`, writing what it sends to `out` ("m<seq>" for a push). */
+function sequencerOver(
+  log: LogEvent[],
+  out: string[],
+  options: Partial<SequencerOptions> = {},
+): Sequencer {
+  return new Sequencer({
+    fetch: (_conversation, after, upTo) =>
+      Promise.resolve(log.filter((e) => e.message.seq > after && e.message.seq <= upTo)),
+    emit: (e) => out.push(`m${e.message.seq}`),
+    failed: (error) => {
+      throw error;
+    },
+    ...options,
+  });
+}
+
 /** Resolves once `check` holds: the sequencer's queue runs on promises. */
 async function settled(check: () => boolean): Promise<void> {
   for (let i = 0; i < 1_000 && !check(); i++) await new Promise((r) => setTimeout(r, 0));
@@ -36,15 +53,7 @@ Deno.test("sequencer: a sender's own messages in a gap go out as its replies, ne
   const log = [1, 2, 3, 4, 5, 6, 7].map((s) => event(s, s === 4 || s === 6 ? ME : OTHER));
   const out: string[] = [];
   let pending = 2;
-  const sequencer = new Sequencer({
-    fetch: (_conversation, after, upTo) =>
-      Promise.resolve(log.filter((e) => e.message.seq > after && e.message.seq <= upTo)),
-    emit: (e) => out.push(`m${e.message.seq}`),
-    failed: (error) => {
-      throw error;
-    },
-    pendingReplies: () => pending,
-  });
+  const sequencer = sequencerOver(log, out, { pendingReplies: () => pending });
   sequencer.start(CONVERSATION, 0);
   const answer = (seq: number) =>
     sequencer.reply(CONVERSATION, false, seq, () => {
@@ -70,15 +79,7 @@ Deno.test("sequencer: a group joined after login starts at the join, whichever o
   // 3 and 4 come later over the bus.
   const log = [1, 2, 3, 4, 5].map((s) => event(s, OTHER));
   const out: string[] = [];
-  const sequencer = new Sequencer({
-    fetch: (_conversation, after, upTo) =>
-      Promise.resolve(log.filter((e) => e.message.seq > after && e.message.seq <= upTo)),
-    emit: (e) => out.push(`m${e.message.seq}`),
-    failed: (error) => {
-      throw error;
-    },
-    streamStart: () => Promise.resolve(2),
-  });
+  const sequencer = sequencerOver(log, out, { streamStart: () => Promise.resolve(2) });
   sequencer.push(log[4]);
   sequencer.push(log[2]);
   sequencer.push(log[3]);
