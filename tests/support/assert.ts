@@ -41,3 +41,21 @@ export function assertThrows<E extends Error>(
   }
   throw new nodeAssert.AssertionError({ message: `expected ${type.name} to be thrown` });
 }
+
+/** Awaits `fn`, which must reject with an instance of `type` (whose message includes `includes`). */
+export async function assertRejects<E extends Error>(
+  fn: () => Promise<unknown>,
+  type: new (...args: never[]) => E,
+  includes?: string,
+): Promise<E> {
+  try {
+    await fn();
+  } catch (error) {
+    nodeAssert.ok(error instanceof type, `expected ${type.name}, got ${error}`);
+    if (includes) {
+      nodeAssert.ok(error.message.includes(includes), `"${error.message}" lacks "${includes}"`);
+    }
+    return error;
+  }
+  throw new nodeAssert.AssertionError({ message: `expected ${type.name} to be rejected` });
+}
