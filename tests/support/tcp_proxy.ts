@@ -99,6 +99,11 @@ export class TcpProxy {
       this.#close(pair);
       return;
     }
+    if (!this.#pairs.has(pair)) {
+      // Reset (or the proxy closed) while connecting: the client side is gone already.
+      pair.upstream.close();
+      return;
+    }
     this.#track(this.#pump(pair, pair.client, pair.upstream));
     this.#track(this.#pump(pair, pair.upstream, pair.client));
   }
@@ -136,6 +141,7 @@ export class TcpProxy {
     await this.#accepting.catch(() => {});
     this.resetAll();
     await this.#accepting.catch(() => {});
-    await Promise.allSettled([...this.#pumps]);
+    // A connection still being made starts its pumps after this began: wait for those too.
+    while (this.#pumps.size > 0) await Promise.allSettled([...this.#pumps]);
   }
 }
