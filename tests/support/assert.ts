@@ -33,11 +33,7 @@ export function assertThrows<E extends Error>(
   try {
     fn();
   } catch (error) {
-    nodeAssert.ok(error instanceof type, `expected ${type.name}, got ${error}`);
-    if (includes) {
-      nodeAssert.ok(error.message.includes(includes), `"${error.message}" lacks "${includes}"`);
-    }
-    return error;
+    return thrown(error, type, includes);
   }
   throw new nodeAssert.AssertionError({ message: `expected ${type.name} to be thrown` });
 }
@@ -51,11 +47,19 @@ export async function assertRejects<E extends Error>(
   try {
     await fn();
   } catch (error) {
-    nodeAssert.ok(error instanceof type, `expected ${type.name}, got ${error}`);
-    if (includes) {
-      nodeAssert.ok(error.message.includes(includes), `"${error.message}" lacks "${includes}"`);
-    }
-    return error;
+    return thrown(error, type, includes);
   }
   throw new nodeAssert.AssertionError({ message: `expected ${type.name} to be rejected` });
+}
+
+function thrown<E extends Error>(
+  error: unknown,
+  type: new (...args: never[]) => E,
+  includes: string | undefined,
+): E {
+  nodeAssert.ok(error instanceof type, `expected ${type.name}, got ${error}`);
+  if (includes) {
+    nodeAssert.ok(error.message.includes(includes), `"${error.message}" lacks "${includes}"`);
+  }
+  return error;
 }
