@@ -299,12 +299,11 @@ export class Sequencer {
           await this.#ownReplies(conversation, seq);
           const before = this.#replyBefore(conversation, seq);
           if (before >= 0) {
+            const earlier = (i: Item) =>
+              i.kind === "event" && i.event.conversation === conversation &&
+              eventSeq(i.event) < seq;
             let at = before + 1;
-            while (
-              at < this.#queue.length && this.#queue[at].kind === "event" &&
-              (this.#queue[at] as { event: LogEvent }).event.conversation === conversation &&
-              eventSeq((this.#queue[at] as { event: LogEvent }).event) < seq
-            ) at++;
+            while (at < this.#queue.length && earlier(this.#queue[at])) at++;
             this.#queue.splice(at, 0, item);
             continue;
           }
