@@ -466,6 +466,11 @@ export class Chat {
     await this.#cursors.move({ kind: "ack", user: userId, device, target, seq });
   }
 
+  /** A socket's next request waits for its ack or read: write the queued cursor moves now. */
+  hurryCursors(): void {
+    this.#cursors.hurry();
+  }
+
   /** Written to a connection without acks (the course protocol): the user has it. */
   async delivered(userId: number, event: LogEvent): Promise<void> {
     await this.#cursors.move({

@@ -110,6 +110,10 @@ export class ChatSocket implements Peer {
   #sequencer: Sequencer | null = null;
   /** Sends received and not yet answered. */
   #sending = 0;
+  /** Requests received that have not started yet: each waits for the one before it. */
+  #waiting = 0;
+  /** Acks and reads of this socket not yet written. */
+  #movingCursors = 0;
   #closed = false;
   /** Answers, in request order. */
   #queue: Promise<void> = SETTLED;
@@ -171,6 +175,9 @@ export class ChatSocket implements Peer {
   /** A frame arrived. Never throws: every failure becomes an error reply. */
   received(data: unknown): void {
     if (this.#closed) return;
+    // Whatever this frame asks, its answer comes after this socket's ack or read being written:
+    // no point in waiting out the cursor batch's window as well.
+    if (this.#movingCursors > 0) this.o.chat.hurryCursors();
     if (typeof data !== "string") {
       const error = new FrameError("bad_frame", "Binary frames are not accepted: send JSON text");
       this.#inOrder(() => this.#reject(error));
@@ -214,7 +221,9 @@ export class ChatSocket implements Peer {
     // order the requests came in.
     let submitted!: () => void;
     const afterSubmit = new Promise<void>((resolve) => submitted = resolve);
+    this.#waiting++;
     const outcome = this.#gate.then(() => {
+      this.#waiting--;
       const running = this.#run(request, ref, arrived);
       submitted();
       return running;
@@ -239,6 +248,18 @@ export class ChatSocket implements Peer {
         this.close(CLOSE.logout, "Logged out");
       }
     });
+  }
+
+  /** An ack or read handed to the cursor batch: hurried when a request of this socket waits. */
+  async #movingCursor(written: Promise<void>): Promise<null> {
+    this.#movingCursors++;
+    if (this.#waiting > 0) this.o.chat.hurryCursors();
+    try {
+      await written;
+      return null;
+    } finally {
+      this.#movingCursors--;
+    }
   }
 
   /** Puts `work` (sending an answer) after every answer of earlier requests. */
@@ -334,12 +355,14 @@ export class ChatSocket implements Peer {
         });
       }
       case "ack":
-        return (request.ids !== undefined
-          ? chat.ack(me, request.ids, this.#device)
-          : chat.ackSeq(me, this.#device, request.with!, request.seq!)).then(() => null);
+        return this.#movingCursor(
+          request.ids !== undefined
+            ? chat.ack(me, request.ids, this.#device)
+            : chat.ackSeq(me, this.#device, request.with!, request.seq!),
+        );
       case "read":
-        return chat.read(me, this.#device, this.sessionId, request.with, request.seq).then(() =>
-          null
+        return this.#movingCursor(
+          chat.read(me, this.#device, this.sessionId, request.with, request.seq),
         );
       case "message.edit":
       case "message.delete": {
