@@ -36,7 +36,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     latency: { users: 100, msgsPerSec: 5000, durationMs: 10_000, drainMs: 120_000 },
     cross: { users: 100, messages: 20_000, window: 8 },
     cluster: { users: 100, idle: 50, messages: 20_000, window: 8 },
-    group: { members: 200, messages: 200, senders: 10, window: 1 },
+    group: { members: 200, messages: 2_000, senders: 10, window: 1 },
     logins: { users: 1000, passwordConcurrency: 50 },
     idle: { connections: 10_000, sampleMs: 30_000 },
     sigterm: { connections: 5000 },
