@@ -4,7 +4,7 @@
  * round trip and writes every cursor that moves in one statement, the highest seq per cursor only.
  * However many sockets acknowledge at once, a node writes each cursor at most once per batch.
  */
-import type { Sql } from "../db/connect.ts";
+import { isDeadlock, type Sql } from "../db/connect.ts";
 import {
   type CursorMoves,
   moveCursors,
@@ -44,6 +44,9 @@ interface Pending {
  * write.
  */
 const WINDOW_MS = 20;
+
+/** Tries of a batch that PostgreSQL ends to break a deadlock, before its requests fail. */
+const MAX_ATTEMPTS = 3;
 
 export class CursorBatcher {
   #queue: Pending[] = [];
@@ -95,7 +98,14 @@ export class CursorBatcher {
     this.#flushing = true;
     const batch = this.#queue.splice(0, this.#queue.length);
     try {
-      await this.#apply(batch);
+      for (let attempt = 1;; attempt++) {
+        try {
+          await this.#apply(batch);
+          break;
+        } catch (error) {
+          if (!isDeadlock(error) || attempt >= MAX_ATTEMPTS) throw error;
+        }
+      }
     } catch (error) {
       for (const p of batch) p.reject(error);
     } finally {

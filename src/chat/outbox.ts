@@ -6,7 +6,7 @@
  * COMMIT (the WAL flush) is still under way: the node prepares and writes batch n+1 while the
  * disk flushes batch n.
  */
-import { type Sql, transaction } from "../db/connect.ts";
+import { isDeadlock, type Sql, transaction } from "../db/connect.ts";
 import { BatchRaced, type NewMessage, type Stored, storeMessages } from "../db/queries/chat.ts";
 
 interface Pending {
@@ -115,19 +115,22 @@ export class Outbox {
 
   /**
    * One transaction, first without looking for resent clientIds (see storeMessages); again,
-   * looking, when one of them was stored before or by another batch meanwhile. `written` runs
-   * once the rows are written and the COMMIT is about to go.
+   * looking, when one of them was stored before or by another batch meanwhile; again as it was
+   * when PostgreSQL ended it to break a deadlock. `written` runs once the rows are written and the
+   * COMMIT is about to go.
    */
   async #store(messages: NewMessage[], written: () => void): Promise<Stored[]> {
+    let looking = false;
     for (let attempt = 1;; attempt++) {
       try {
         return await transaction(this.sql, async (tx) => {
-          const stored = await storeMessages(tx, messages, attempt > 1);
+          const stored = await storeMessages(tx, messages, looking);
           written();
           return stored;
         });
       } catch (error) {
-        if (!(error instanceof BatchRaced) || attempt >= 4) throw error;
+        if (!(error instanceof BatchRaced || isDeadlock(error)) || attempt >= 4) throw error;
+        if (error instanceof BatchRaced) looking = true;
       }
     }
   }

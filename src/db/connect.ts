@@ -39,6 +39,15 @@ export async function transaction<T>(sql: Sql, fn: (tx: TransactionSql) => Promi
   }
 }
 
+/**
+ * PostgreSQL ended the transaction to break a deadlock (deadlock_detected): nothing of it was
+ * written, and running it again is safe. Batches of sends and of cursor moves lock some of the same
+ * rows (a user's cursor in a conversation), each in an order of its own.
+ */
+export function isDeadlock(error: unknown): boolean {
+  return (error as { code?: string })?.code === "40P01";
+}
+
 export interface Database {
   readonly kind: "server" | "embedded";
   /** The pool every query goes through. */

@@ -191,7 +191,12 @@ export async function moveCursors(
   sql: Querier,
   moves: CursorMoves,
 ): Promise<{ user: number; conversation: number; readSeq: number }[]> {
-  const { devices, users } = moves;
+  // Rows are locked in one order, (token, conversation) and (user, conversation) ascending, so
+  // that two batches (on two nodes) never wait on each other in a cycle.
+  const devices = moves.devices.toSorted((x, y) =>
+    x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] - y[1]
+  );
+  const users = moves.users.toSorted((x, y) => x[0] - y[0] || x[1] - y[1]);
   return [
     ...await sql<{ user: number; conversation: number; readSeq: number }[]>`
       with d as (
@@ -199,6 +204,7 @@ export async function moveCursors(
         select decode(t, 'hex'), c, s from unnest(${devices.map((d) => d[0])}::text[], ${
       devices.map((d) => d[1])
     }::bigint[], ${devices.map((d) => d[2])}::bigint[]) as x(t, c, s)
+         order by t, c
         on conflict (token_hash, conversation_id) do update set seq = excluded.seq
          where dc.seq < excluded.seq),
       x as (
@@ -212,7 +218,7 @@ export async function moveCursors(
           from x left join user_cursors uc on uc.user_id = x.u and uc.conversation_id = x.c),
       moved as (
         insert into user_cursors as uc (user_id, conversation_id, delivered_seq, read_seq)
-        select u, c, delivered, read from x
+        select u, c, delivered, read from x order by u, c
         on conflict (user_id, conversation_id) do update
            set delivered_seq = greatest(uc.delivered_seq, excluded.delivered_seq),
                read_seq = greatest(uc.read_seq, excluded.read_seq)
