@@ -375,7 +375,9 @@ export async function storeMessages(
     runs.set(f.c.id, { sender: f.m.senderId, start });
     senderSeq.set(`${f.m.senderId}/${f.c.id}`, [f.m.senderId, f.c.id, seqs[k], start]);
   });
-  const cursors = [...senderSeq.values()];
+  // In ascending (user, conversation) order, as the ack batch locks cursors (moveCursors): a plan
+  // that looks each one up by its key, the usual one on a large table, locks them in this order.
+  const cursors = [...senderSeq.values()].sort((x, y) => x[0] - y[0] || x[1] - y[1]);
   const inserted = await tx<{ id: number; at: Date }[]>`
     with bump as (
       update conversations c set last_seq = b.last
