@@ -12,6 +12,7 @@ import { migrate } from "../src/db/migrate.ts";
 import { type NewMessage, storeMessages } from "../src/db/queries/chat.ts";
 import { CursorBatcher } from "../src/chat/acks.ts";
 import { Outbox } from "../src/chat/outbox.ts";
+import { createLogger } from "../src/log.ts";
 
 /** Longer than the test: a move written before it ends was hurried, not timed out. */
 const FOREVER_MS = 10 * 60_000;
@@ -140,9 +141,15 @@ Deno.test("batches of acks and of sends that PostgreSQL ends to break a deadlock
         });
         await first;
 
+        const lines: string[] = [];
+        const log = createLogger("info", {}, (line) => lines.push(line));
+        const retried = () =>
+          lines.map((l) => JSON.parse(l)).filter((l) => l.event === "db.deadlock_retried")
+            .map((l) => l.batch);
+
         // The ack batch locks ben's cursor, then waits for cat's, which another transaction holds;
         // that one then asks for ben's. PostgreSQL ends the batch, which started waiting first.
-        const batcher = new CursorBatcher(app, FOREVER_MS);
+        const batcher = new CursorBatcher(app, FOREVER_MS, log);
         let acked: Promise<unknown> = Promise.resolve();
         await blocker.begin(async (other) => {
           await other`select 1 from user_cursors where user_id = ${cat.id} for update`;
@@ -166,7 +173,8 @@ Deno.test("batches of acks and of sends that PostgreSQL ends to break a deadlock
 
         // The send batch holds the conversation's lock and waits for ann's cursor, which another
         // transaction holds; that one then asks for the conversation's lock.
-        const outbox = new Outbox(app, () => {});
+        assertEquals(retried(), ["cursors"], "the retry is logged");
+        const outbox = new Outbox(app, () => {}, log);
         let sent: ReturnType<Outbox["store"]> | undefined;
         await blocker.begin(async (other) => {
           await other`select 1 from user_cursors where user_id = ${ann.id} for update`;
@@ -185,6 +193,7 @@ Deno.test("batches of acks and of sends that PostgreSQL ends to break a deadlock
         assertEquals(await cursor(ann.id, ben.id), { delivered: 0, read: 3 });
         const [{ n }] = await sql<{ n: number }[]>`select count(*)::int as n from messages`;
         assertEquals(n, 5, "stored once");
+        assertEquals(retried(), ["cursors", "send"]);
       } finally {
         await Promise.all([app.end({ timeout: 5 }), blocker.end({ timeout: 5 })]);
       }

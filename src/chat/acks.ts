@@ -11,6 +11,7 @@ import {
   resolveMessageIds,
   resolveTargets,
 } from "../db/queries/logs.ts";
+import type { Logger } from "../log.ts";
 import { ChatError } from "./errors.ts";
 
 export type Target = { user: number } | { group: number };
@@ -55,7 +56,12 @@ export class CursorBatcher {
   /** The queue is to be written as soon as the batch in flight, if any, is done. */
   #hurried = false;
 
-  constructor(private readonly sql: Sql, private readonly windowMs = WINDOW_MS) {}
+  constructor(
+    private readonly sql: Sql,
+    private readonly windowMs = WINDOW_MS,
+    /** Told of each batch run again after a deadlock. */
+    private readonly log?: Logger,
+  ) {}
 
   /**
    * Resolves once the request's cursors are written (or were already as far), rejects with
@@ -104,6 +110,7 @@ export class CursorBatcher {
           break;
         } catch (error) {
           if (!isDeadlock(error) || attempt >= MAX_ATTEMPTS) throw error;
+          this.log?.warn("db.deadlock_retried", { batch: "cursors", size: batch.length, attempt });
         }
       }
     } catch (error) {

@@ -179,8 +179,8 @@ export class Chat {
 
   constructor(options: ChatOptions) {
     this.#loginFailures = options.loginFailures;
-    this.#outbox = new Outbox(options.sql, (stored) => this.#committed(stored));
-    this.#cursors = new CursorBatcher(options.sql);
+    this.#outbox = new Outbox(options.sql, (stored) => this.#committed(stored), options.log);
+    this.#cursors = new CursorBatcher(options.sql, undefined, options.log);
     this.#syncLimit = options.syncLimit;
     this.#registrations = options.registrations;
     this.#sql = options.sql;

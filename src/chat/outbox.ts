@@ -7,6 +7,7 @@
  * disk flushes batch n.
  */
 import { isDeadlock, type Sql, transaction } from "../db/connect.ts";
+import type { Logger } from "../log.ts";
 import { BatchRaced, type NewMessage, type Stored, storeMessages } from "../db/queries/chat.ts";
 
 interface Pending {
@@ -46,6 +47,8 @@ export class Outbox {
     private readonly committed: (
       stored: (Extract<Stored, { ok: true }> & { session?: number })[],
     ) => void,
+    /** Told of each batch run again after a deadlock. */
+    private readonly log?: Logger,
   ) {}
 
   /**
@@ -131,6 +134,11 @@ export class Outbox {
       } catch (error) {
         if (!(error instanceof BatchRaced || isDeadlock(error)) || attempt >= 4) throw error;
         if (error instanceof BatchRaced) looking = true;
+        else {this.log?.warn("db.deadlock_retried", {
+            batch: "send",
+            size: messages.length,
+            attempt,
+          });}
       }
     }
   }
