@@ -7,8 +7,8 @@
  * disk flushes batch n.
  */
 import { isDeadlock, type Sql, transaction } from "../db/connect.ts";
-import type { Logger } from "../log.ts";
 import { BatchRaced, type NewMessage, type Stored, storeMessages } from "../db/queries/chat.ts";
+import type { Logger } from "../log.ts";
 
 interface Pending {
   message: NewMessage;
@@ -133,12 +133,11 @@ export class Outbox {
         });
       } catch (error) {
         if (!(error instanceof BatchRaced || isDeadlock(error)) || attempt >= 4) throw error;
-        if (error instanceof BatchRaced) looking = true;
-        else {this.log?.warn("db.deadlock_retried", {
-            batch: "send",
-            size: messages.length,
-            attempt,
-          });}
+        if (error instanceof BatchRaced) {
+          looking = true;
+        } else {
+          this.log?.warn("db.deadlock_retried", { batch: "send", size: messages.length, attempt });
+        }
       }
     }
   }
