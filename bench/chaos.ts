@@ -261,11 +261,15 @@ class ChatUser {
         this.#count(this.errors, "bad_json_from_server");
         return;
       }
-      if (typeof frame.ref === "string" && this.#refs.has(frame.ref)) {
+      if (frame.type === "sent") {
         // A `sent` counts for the order where it arrived: the code awaiting it runs only after
-        // frames that came right behind it may have been handled.
-        const sentSeq = frame.type === "sent" ? (frame.message as Msg).seq : undefined;
+        // frames that came right behind it may have been handled. So does one that came after
+        // the client gave up waiting for it (its ref is gone): the server wrote it to this
+        // socket, in its place among the conversation's events.
+        const sentSeq = (frame.message as Msg).seq;
         if (typeof sentSeq === "number") seqs.push(sentSeq);
+      }
+      if (typeof frame.ref === "string" && this.#refs.has(frame.ref)) {
         const resolve = this.#refs.get(frame.ref)!;
         this.#refs.delete(frame.ref);
         resolve(frame);
@@ -622,18 +626,28 @@ export async function runChaos(
           seqBreaches.push(`${a.name}/${b.name}: seqs not 1..${sorted.length}`);
         }
       }
-      for (const u of users) {
+      users.forEach((u, i) => {
+        // Who wrote each seq of u's conversation, to say whose event a gap skipped.
+        const partner = users[i ^ 1];
+        const senderOf = new Map<number, string>();
+        for (const m of [...u.receivedMsgs.values(), ...partner.receivedMsgs.values()]) {
+          senderOf.set(m.seq!, m.from.id === u.id ? "own" : "the partner's");
+        }
         for (const seqs of u.socketSeqs) {
           let last = 0;
           for (const s of seqs) {
             if (s <= last) continue; // a duplicate, dropped as a client does
             if (last !== 0 && s !== last + 1) {
-              seqBreaches.push(`${u.name}: seq ${s} after ${last} on one socket`);
+              const skipped = Array.from({ length: s - last - 1 }, (_, k) => last + 1 + k)
+                .map((q) => `${q} (${senderOf.get(q) ?? "unknown"})`);
+              seqBreaches.push(
+                `${u.name}: seq ${s} after ${last} on one socket, skipping ${skipped.join(", ")}`,
+              );
             }
             last = s;
           }
         }
-      }
+      });
     }
 
     const deaths: Report["deaths"] = {};
