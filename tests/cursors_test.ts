@@ -171,9 +171,10 @@ Deno.test("batches of acks and of sends that PostgreSQL ends to break a deadlock
           { delivered: 2, read: 1 },
         ]);
 
+        assertEquals(retried(), ["cursors"], "the retry is logged");
+
         // The send batch holds the conversation's lock and waits for ann's cursor, which another
         // transaction holds; that one then asks for the conversation's lock.
-        assertEquals(retried(), ["cursors"], "the retry is logged");
         const outbox = new Outbox(app, () => {}, log);
         let sent: ReturnType<Outbox["store"]> | undefined;
         await blocker.begin(async (other) => {
