@@ -109,6 +109,7 @@ async function serve(config: Config, log: Logger): Promise<void> {
   const accounts = new Accounts(db.sql, config.tokenTtlMs);
   const chat = new Chat({
     sql: db.sql,
+    sendSql: db.dedicated("send") ?? undefined,
     bus,
     accounts,
     node,

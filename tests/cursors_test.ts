@@ -6,7 +6,7 @@
 import { assertEquals } from "./support/assert.ts";
 import { eventually } from "./support/client.ts";
 import { createTestDatabase, sqlClient, withSql } from "./support/context.ts";
-import { type Sql, transaction } from "../src/db/connect.ts";
+import type { Sql } from "../src/db/connect.ts";
 import { CONVERSATION_NAMESPACE, directConversationLockKey } from "../src/db/locks.ts";
 import { migrate } from "../src/db/migrate.ts";
 import { type NewMessage, storeMessages } from "../src/db/queries/chat.ts";
@@ -24,11 +24,10 @@ Deno.test("a hurried cursor batch is written at once; without a hurry it waits o
       await migrate(sql);
       const [ann, ben] = await sql<{ id: number }[]>`
         insert into users (name, password_hash) values ('ann', 'x'), ('ben', 'x') returning id`;
-      await transaction(sql, (tx) =>
-        storeMessages(tx, [
-          { senderId: ann.id, to: { user: ben.id }, text: "one", clientId: null },
-          { senderId: ann.id, to: { user: ben.id }, text: "two", clientId: null },
-        ], false));
+      await storeMessages(sql, [
+        { senderId: ann.id, to: { user: ben.id }, text: "one", clientId: null },
+        { senderId: ann.id, to: { user: ben.id }, text: "two", clientId: null },
+      ]);
       const delivered = async () => {
         const [row] = await sql<{ seq: number }[]>`
           select delivered_seq as seq from user_cursors where user_id = ${ben.id}`;
@@ -90,13 +89,12 @@ Deno.test("batches of acks and of sends that PostgreSQL ends to break a deadlock
         clientId: null,
       });
       // ben and cat write to ann, ann answers each: every one of them has a cursor row.
-      await transaction(sql, (tx) =>
-        storeMessages(tx, [
-          message(ben.id, ann.id),
-          message(cat.id, ann.id),
-          message(ann.id, ben.id),
-          message(ann.id, cat.id),
-        ], false));
+      await storeMessages(sql, [
+        message(ben.id, ann.id),
+        message(cat.id, ann.id),
+        message(ann.id, ben.id),
+        message(ann.id, cat.id),
+      ]);
       const cursor = async (user: number, other: number) => {
         const [row] = await sql<{ delivered: number; read: number }[]>`
           select uc.delivered_seq as delivered, uc.read_seq as read
@@ -175,7 +173,7 @@ Deno.test("batches of acks and of sends that PostgreSQL ends to break a deadlock
 
         // The send batch holds the conversation's lock and waits for ann's cursor, which another
         // transaction holds; that one then asks for the conversation's lock.
-        const outbox = new Outbox(app, () => {}, log);
+        const outbox = new Outbox({ sql: app, log }, () => {});
         let sent: ReturnType<Outbox["store"]> | undefined;
         await blocker.begin(async (other) => {
           await other`select 1 from user_cursors where user_id = ${ann.id} for update`;

@@ -1,59 +1,119 @@
 /**
- * @module The send batch on a real database, below the outbox: a batch that meets a clientId it
- * did not look for leaves no trace, and stored again, looking, it gets the first message back.
+ * @module The send batch on a real database, below the outbox, and the outbox on a connection of
+ * its own: a clientId stored before is found without a gap in the log, what the batch refuses
+ * leaves no row, and batches queued on one connection keep the order of their messages.
  */
-import { assertEquals, assertRejects } from "./support/assert.ts";
-import { createTestDatabase, withSql } from "./support/context.ts";
-import { transaction } from "../src/db/connect.ts";
+import { assertEquals } from "./support/assert.ts";
+import { createTestDatabase, sqlClient, withSql } from "./support/context.ts";
 import { migrate } from "../src/db/migrate.ts";
-import { BatchRaced, type NewMessage, storeMessages } from "../src/db/queries/chat.ts";
+import { type NewMessage, storeMessages } from "../src/db/queries/chat.ts";
+import { Outbox } from "../src/chat/outbox.ts";
 
-Deno.test("a batch meeting a stored clientId it did not look for leaves no trace, and looking finds it", async () => {
+Deno.test("a batch meeting a stored clientId finds it, leaves no gap, and refuses what it must", async () => {
   const db = await createTestDatabase("raced");
   try {
     await withSql(db.url, async (sql) => {
       await migrate(sql);
-      const [a, b] = await sql<{ id: number }[]>`
-      insert into users (name, password_hash) values ('ann', 'x'), ('ben', 'x') returning id`;
+      const [a, b, c] = await sql<{ id: number }[]>`
+      insert into users (name, password_hash) values ('ann', 'x'), ('ben', 'x'), ('cat', 'x')
+      returning id`;
+      await sql`insert into blocks (user_id, blocked_id) values (${c.id}, ${a.id})`;
+      const [group] = await sql<{ id: number }[]>`
+        insert into groups (name, created_by) values ('g', ${b.id}) returning id`;
+      await sql`insert into group_members (group_id, user_id, role) values (${group.id}, ${b.id}, 'creator')`;
       const send = (text: string, clientId: string | null): NewMessage => ({
         senderId: a.id,
         to: { user: b.id },
         text,
         clientId,
       });
-      const store = (batch: NewMessage[], find: boolean) =>
-        transaction(sql, (tx) => storeMessages(tx, batch, find));
+      const store = async (batch: NewMessage[]) => (await storeMessages(sql, batch)).stored;
 
-      const [first] = await store([send("one", "c1")], false);
+      const [first] = await store([send("one", "c1")]);
       assertEquals(first.ok && first.created && first.row.seq, 1);
-      const state = () =>
-        sql`select (select count(*) from messages)::int as messages,
-                 (select max(last_seq) from conversations)::int as last,
-                 (select read_seq from user_cursors where user_id = ${a.id})::int as read`;
-      const before = await state();
 
-      const again = [send("two", null), send("one", "c1"), send("three", "c3")];
-      await assertRejects(() => store(again, false), BatchRaced);
-      assertEquals(await state(), before, "the raced batch wrote nothing");
-
-      // Beside them, messages the batch refuses: no row, no seq, no error.
-      const nowhere: NewMessage[] = [
+      // "one" again is found (the first attempt, not looking, meets it and is rolled back); "four"
+      // twice in the batch is stored once. Beside them, messages the batch refuses: no row, no
+      // seq, no error.
+      const outcomes = await store([
+        send("two", null),
+        send("one", "c1"),
+        send("three", "c3"),
+        send("four", "c4"),
+        send("four again", "c4"),
         { senderId: a.id, to: { user: b.id + 1000 }, text: "lost", clientId: null },
-        { senderId: a.id, to: { group: 1000 }, text: "lost", clientId: null },
-      ];
-      const outcomes = await store([...again, ...nowhere], true);
+        { senderId: a.id, to: { group: group.id + 1000 }, text: "lost", clientId: null },
+        { senderId: a.id, to: { group: group.id }, text: "lost", clientId: null },
+        { senderId: a.id, to: { user: c.id }, text: "lost", clientId: null },
+      ]);
       assertEquals(outcomes.map((o) => o.ok ? [o.created, o.row.seq, o.row.text] : o.reason), [
         [true, 2, "two"],
         [false, 1, "one"],
         [true, 3, "three"],
+        [true, 4, "four"],
+        [false, 4, "four"],
         "no_user",
         "no_group",
+        "not_member",
+        "blocked",
       ]);
-      assertEquals((await state())[0].messages, 3);
-      const ids = outcomes.map((o) => o.ok ? o.row.id : 0);
-      assertEquals(ids[2] > ids[0] && ids[0] > ids[1], true, "ids grow with seq");
+      const [state] = await sql`
+        select (select count(*) from messages)::int as messages,
+               (select max(last_seq) from conversations)::int as last,
+               (select read_seq from user_cursors where user_id = ${a.id})::int as read`;
+      assertEquals(state, { messages: 4, last: 4, read: 4 });
+      const ids = outcomes.slice(0, 4).map((o) => o.ok ? o.row.id : 0);
+      assertEquals(
+        ids[3] > ids[2] && ids[2] > ids[0] && ids[0] > ids[1],
+        true,
+        "ids grow with seq",
+      );
+
+      // A group member's message reaches every member, the sender included.
+      await sql`insert into group_members (group_id, user_id, role) values (${group.id}, ${a.id}, 'member')`;
+      const [toGroup] = await store([{
+        senderId: a.id,
+        to: { group: group.id },
+        text: "hi",
+        clientId: null,
+      }]);
+      assertEquals(toGroup.ok && [toGroup.row.seq, toGroup.recipients], [1, [a.id, b.id]]);
     });
   } finally {
+    await db.drop();
+  }
+});
+
+Deno.test("batches queued on one connection store a sender's messages in the order sent", async () => {
+  const db = await createTestDatabase("ordered");
+  const sql = sqlClient(db.url, 1);
+  try {
+    await migrate(sql);
+    const [a, b] = await sql<{ id: number }[]>`
+      insert into users (name, password_hash) values ('ann', 'x'), ('ben', 'x') returning id`;
+    const batches: number[] = [];
+    const outbox = new Outbox({ sql, ordered: true }, (fresh) => batches.push(fresh.length));
+    const sends: ReturnType<Outbox["store"]>[] = [];
+    // The first round queues a second batch behind the first at once; later ones arrive while
+    // batches run.
+    for (const round of [100, ...Array(10).fill(10)]) {
+      for (let k = 0; k < round; k++) {
+        sends.push(outbox.store({
+          senderId: a.id,
+          to: { user: b.id },
+          text: `m${sends.length}`,
+          clientId: `c${sends.length}`,
+        }));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    const stored = await Promise.all(sends);
+    assertEquals(stored.map((s) => s.ok && s.row.seq), stored.map((_, i) => i + 1));
+    assertEquals(stored.map((s) => s.ok && s.row.text), stored.map((_, i) => `m${i}`));
+    assertEquals(batches.reduce((x, y) => x + y), 200);
+    assertEquals(batches.length > 1, true, "more than one batch");
+  } finally {
+    await sql.end({ timeout: 5 });
     await db.drop();
   }
 });

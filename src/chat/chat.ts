@@ -133,6 +133,11 @@ const notFoundGroup = (id: number) =>
 
 export interface ChatOptions {
   sql: Sql;
+  /**
+   * A client of one connection for batches of sends, which it runs in the order they were sent
+   * (Outbox). Without it, sends go through `sql` one batch at a time.
+   */
+  sendSql?: Sql;
   bus: Bus;
   accounts: Accounts;
   node: presence.NodeIdentity;
@@ -179,7 +184,12 @@ export class Chat {
 
   constructor(options: ChatOptions) {
     this.#loginFailures = options.loginFailures;
-    this.#outbox = new Outbox(options.sql, (stored) => this.#committed(stored), options.log);
+    this.#outbox = new Outbox(
+      options.sendSql
+        ? { sql: options.sendSql, ordered: true, log: options.log }
+        : { sql: options.sql, log: options.log },
+      (stored) => this.#committed(stored),
+    );
     this.#cursors = new CursorBatcher(options.sql, undefined, options.log);
     this.#syncLimit = options.syncLimit;
     this.#registrations = options.registrations;

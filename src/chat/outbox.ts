@@ -1,13 +1,14 @@
 /**
  * @module Group commit for sends. A commit per message caps a node at the database's commit rate;
- * here messages that arrive while a batch is being written wait for the next batch and go in
- * together, so under load one transaction stores hundreds, while a lone message still commits at
- * once. The next batch starts as soon as the one before has written its rows, while that one's
- * COMMIT (the WAL flush) is still under way: the node prepares and writes batch n+1 while the
- * disk flushes batch n.
+ * here messages that arrive while a batch is being stored wait for the next batch and go in
+ * together, so under load one statement stores hundreds, while a lone message still commits at
+ * once. A batch is one statement that commits by itself (store_messages), so the node waits for
+ * the database once per batch; on a connection of its own, the next batch waits on that
+ * connection behind the one before, and the database goes from one to the next without waiting
+ * for the node.
  */
-import { isDeadlock, type Sql, transaction } from "../db/connect.ts";
-import { BatchRaced, type NewMessage, type Stored, storeMessages } from "../db/queries/chat.ts";
+import type { Sql } from "../db/connect.ts";
+import { type NewMessage, type Stored, storeMessages } from "../db/queries/chat.ts";
 import type { Logger } from "../log.ts";
 
 interface Pending {
@@ -19,41 +20,56 @@ interface Pending {
   reject: (error: unknown) => void;
 }
 
-/** Most messages one transaction takes; more wait for the next. */
+/** Most messages one batch takes; more wait for the next. */
 const MAX_BATCH = 500;
 /**
- * Batches under way at once: one being written, the other committing. Batches that share a
- * conversation still commit one after the other (its advisory lock is held until commit). On the
- * bench (2 cores, durable database) 3 were no better than 2.
+ * Fewest messages a batch waiting behind another takes; fewer wait for the one running. Sent at
+ * once, the few that arrive just after a batch left would make a batch of their own, and big and
+ * tiny batches would alternate, each paying a statement's fixed cost. On the bench (direct, 8 in
+ * flight) batches sent eagerly had a median of one message.
  */
-const MAX_OPEN = 2;
+const MIN_QUEUED = 32;
+
+export interface OutboxOptions {
+  /**
+   * Where batches are stored. With `ordered`, a client of one connection: it runs the batches
+   * sent to it in the order they were sent, so two can be under way at once (one running, the
+   * next waiting on the connection). Otherwise a pool, whose connections run batches side by
+   * side: one batch at a time, so that a socket's messages keep their order in the log.
+   */
+  sql: Sql;
+  ordered?: boolean;
+  /** Told of each batch that PostgreSQL ended to break a deadlock before it stored it. */
+  log?: Logger;
+}
 
 export class Outbox {
   #queue: Pending[] = [];
-  /** A batch is reading and writing, before its COMMIT: the next one waits for that. */
-  #writing = false;
-  /** Batches started and not yet answered. */
+  /** Batches sent and not yet answered. */
   #open = 0;
-  /** Settles once the latest batch's outcomes were handed out: each batch's go after the last's. */
-  #handedOut: Promise<void> = Promise.resolve();
+  readonly #sql: Sql;
+  readonly #depth: number;
+  readonly #log?: Logger;
 
   /**
    * `committed` runs once per committed batch, with the messages it stored for the first time, in
-   * id order: the place to tell recipients. Batches are handed out in the order they began, so
+   * id order: the place to tell recipients. Batches are answered in the order they were sent, so
    * a conversation's messages reach `committed` in seq order.
    */
   constructor(
-    private readonly sql: Sql,
+    options: OutboxOptions,
     private readonly committed: (
       stored: (Extract<Stored, { ok: true }> & { session?: number })[],
     ) => void,
-    /** Told of each batch run again after a deadlock. */
-    private readonly log?: Logger,
-  ) {}
+  ) {
+    this.#sql = options.sql;
+    this.#depth = options.ordered ? 2 : 1;
+    this.#log = options.log;
+  }
 
   /**
-   * Resolves once the message's transaction has committed (or refused it). A message whose
-   * `signal` aborted before its batch began is not stored and rejects with the signal's reason.
+   * Resolves once the message's batch has committed (or refused it). A message whose `signal`
+   * aborted before its batch began is not stored and rejects with the signal's reason.
    */
   store(message: NewMessage, signal?: AbortSignal, session?: number): Promise<Stored> {
     return new Promise((resolve, reject) => {
@@ -62,9 +78,11 @@ export class Outbox {
     });
   }
 
-  /** Starts a batch from the queue if none is being written and fewer than MAX_OPEN are open. */
+  /** Sends a batch from the queue while fewer than the depth are under way. */
   #next(): void {
-    while (!this.#writing && this.#open < MAX_OPEN && this.#queue.length > 0) {
+    while (
+      this.#open < this.#depth && this.#queue.length > (this.#open === 0 ? 0 : MIN_QUEUED - 1)
+    ) {
       const batch = this.#queue.splice(0, MAX_BATCH).filter((p) => {
         if (!p.signal?.aborted) return true;
         p.reject(p.signal.reason);
@@ -75,70 +93,32 @@ export class Outbox {
   }
 
   async #run(batch: Pending[]): Promise<void> {
-    this.#writing = true;
     this.#open++;
-    let writing = true;
-    const written = () => {
-      if (!writing) return;
-      writing = false;
-      this.#writing = false;
-      this.#next();
-    };
-    const before = this.#handedOut;
-    const handedOut = Promise.withResolvers<void>();
-    this.#handedOut = handedOut.promise;
+    let outcome: Awaited<ReturnType<typeof storeMessages>>;
     try {
-      let stored: Stored[];
-      try {
-        stored = await this.#store(batch.map((p) => p.message), written);
-      } catch (error) {
-        await before;
-        for (const p of batch) p.reject(error);
-        return;
-      }
-      await before;
-      batch.forEach((p, i) => p.resolve(stored[i]));
-      const fresh = stored.flatMap((s, i) =>
-        s.ok && s.created
-          ? [batch[i].session !== undefined ? { ...s, session: batch[i].session } : s]
-          : []
-      );
-      try {
-        if (fresh.length > 0) this.committed(fresh);
-      } catch {
-        // Telling recipients is best effort: what is committed waits for them in any case.
-      }
+      outcome = await storeMessages(this.#sql, batch.map((p) => p.message));
+    } catch (error) {
+      for (const p of batch) p.reject(error);
+      return;
     } finally {
+      // The next batch goes to the database before this one's senders and recipients are told.
       this.#open--;
-      handedOut.resolve();
-      if (writing) written();
-      else this.#next();
+      this.#next();
     }
-  }
-
-  /**
-   * One transaction, first without looking for resent clientIds (see storeMessages); again,
-   * looking, when one of them was stored before or by another batch meanwhile; again as it was
-   * when PostgreSQL ended it to break a deadlock. `written` runs once the rows are written and the
-   * COMMIT is about to go.
-   */
-  async #store(messages: NewMessage[], written: () => void): Promise<Stored[]> {
-    let looking = false;
-    for (let attempt = 1;; attempt++) {
-      try {
-        return await transaction(this.sql, async (tx) => {
-          const stored = await storeMessages(tx, messages, looking);
-          written();
-          return stored;
-        });
-      } catch (error) {
-        if (!(error instanceof BatchRaced || isDeadlock(error)) || attempt >= 4) throw error;
-        if (error instanceof BatchRaced) {
-          looking = true;
-        } else {
-          this.log?.warn("db.deadlock_retried", { batch: "send", size: messages.length, attempt });
-        }
-      }
+    const { stored, deadlocks } = outcome;
+    if (deadlocks > 0) {
+      this.#log?.warn("db.deadlock_retried", { batch: "send", size: batch.length, deadlocks });
+    }
+    batch.forEach((p, i) => p.resolve(stored[i]));
+    const fresh = stored.flatMap((s, i) =>
+      s.ok && s.created
+        ? [batch[i].session !== undefined ? { ...s, session: batch[i].session } : s]
+        : []
+    );
+    try {
+      if (fresh.length > 0) this.committed(fresh);
+    } catch {
+      // Telling recipients is best effort: what is committed waits for them in any case.
     }
   }
 }

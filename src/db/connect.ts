@@ -53,8 +53,9 @@ export interface Database {
   /** The pool every query goes through. */
   readonly sql: Sql;
   /**
-   * Opens a client of at most one connection, for what must keep a session of its own: the
-   * node's advisory lock, or LISTEN. Null on the embedded database, which has one connection.
+   * Opens a client of at most one connection, for what must keep a session of its own (the
+   * node's advisory lock, LISTEN) or have its statements run in the order they were sent (batches
+   * of sends). Null on the embedded database, which has one connection.
    */
   dedicated(name: string): Sql | null;
   close(): Promise<void>;
@@ -103,7 +104,7 @@ function connectServer(url: string, options: ConnectOptions): Database {
         ...clientOptions(`${appName}:${name}`, log, 1),
         idle_timeout: 0,
         // Never recycled: ending the lock's connection would free the node's lock, and the other
-        // nodes would take the node for dead.
+        // nodes would take the node for dead; the others are busy or cheap to keep.
         max_lifetime: null,
       }) as unknown as Sql;
       extra.push(client);

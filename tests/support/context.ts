@@ -7,10 +7,10 @@ import { createTestDatabase, type TestDatabase } from "./db.ts";
 
 export type Sql = postgres.Sql;
 
-/** A postgres.js client on `url`; int8 read as number, as the server reads it. */
-export function sqlClient(url: string): Sql {
+/** A postgres.js client on `url`, of `max` connections; int8 read as number, as the server reads it. */
+export function sqlClient(url: string, max = 2): Sql {
   return postgres(url, {
-    max: 2,
+    max,
     onnotice: () => {},
     types: {
       int8: {
