@@ -56,6 +56,12 @@ create function store_messages(
   p_bodies     text[],
   p_client_ids text[]
 ) returns setof stored_message
+-- Every lookup here has its index. On the small tables of a young database the planner prefers a
+-- scan of the whole table inside a loop (a conversation per sender and target, a cursor per
+-- sender), and these tables are the ones each batch updates, their pages full of dead versions:
+-- with scans off, a batch of 100 messages on 50 conversations took 5.0 ms instead of 6.4 (pgbench,
+-- durable, commit included).
+set enable_seqscan = off
 language plpgsql as $$
 declare
   v_find      boolean := false;
@@ -83,9 +89,7 @@ begin
       on conflict do nothing;
       -- Ids grow with seq within a conversation: drawn under the locks, given in batch order.
       v_ids := array(
-        select nextval(pg_get_serial_sequence('messages', 'id'))
-          from generate_series(1, cardinality(p_senders))
-         order by 1);
+        select nextval('messages_id_seq') from generate_series(1, cardinality(p_senders)) order by 1);
 
       -- The planner takes every unnest here for 10 rows and every CTE for one, so nothing below
       -- joins two CTEs of the batch's size: that would be a nested loop, quadratic in the batch.
@@ -137,10 +141,13 @@ begin
                f.body as first_body, f.created_at as first_at, f.edited_at as first_edited_at,
                f.deleted_at is not null as first_deleted
           from m join pairs p on p.sender = m.sender and p.target = m.target
+          -- The limit keeps the lookup a probe of the (sender_id, client_id) index per message:
+          -- pulled up into a join, a plan cached while `messages` was small could hash it.
           left join lateral (
             select * from messages f
              where v_find and p.outcome = 'ok'
-               and f.sender_id = m.sender and f.client_id = m.client_id) f on true
+               and f.sender_id = m.sender and f.client_id = m.client_id
+             limit 1) f on true
       ),
       -- The accepted ones not stored before; a clientId twice in the batch is stored once, at its
       -- first message.
