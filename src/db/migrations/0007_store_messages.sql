@@ -83,6 +83,7 @@ begin
         from unnest(p_senders, p_to_users) as x(s, u)
        where x.u is not null
          and exists (select 1 from users where id = x.u)
+         and exists (select 1 from users where id = x.s)
       on conflict do nothing;
       insert into conversations (group_id)
       select distinct g.id from groups g where g.id = any(p_to_groups)
@@ -91,9 +92,10 @@ begin
       v_ids := array(
         select nextval('messages_id_seq') from generate_series(1, cardinality(p_senders)) order by 1);
 
-      -- The planner takes every unnest here for 10 rows and every CTE for one, so nothing below
-      -- joins two CTEs of the batch's size: that would be a nested loop, quadratic in the batch.
-      -- Lookups go by index, once per sender and target or per row.
+      -- The planner takes every unnest here for 10 rows and every CTE for one, so it would join
+      -- two CTEs of the batch's size by a nested loop, quadratic in the batch: the only such join
+      -- below (messages to their sender and target) it makes by hash, and everything else is a
+      -- lookup by index, once per sender and target or once per message.
       with m as (
         select x.n::int as n, x.s as sender, x.u as to_user, x.g as to_group, x.b as body,
                x.c as client_id, coalesce(-x.g, x.u) as target
