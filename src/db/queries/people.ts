@@ -77,24 +77,6 @@ export async function blockedEitherWay(sql: Querier, a: number, b: number): Prom
   return rows.length > 0;
 }
 
-/**
- * Of the direct pairs (senders[i], recipients[i]), the 1-based positions of those with a block
- * either way. Returned as the query itself, not awaited: the caller pipelines it after its locks.
- */
-export function blockedPairs(
-  sql: Querier,
-  senders: readonly number[],
-  recipients: readonly number[],
-): PromiseLike<readonly { n: number }[]> {
-  if (senders.length === 0) return Promise.resolve([]);
-  return sql<{ n: number }[]>`
-    select p.n from unnest(${senders as number[]}::bigint[], ${recipients as number[]}::bigint[])
-                    with ordinality as p(s, r, n)
-     where exists (
-       select 1 from blocks b
-        where (b.user_id = p.s and b.blocked_id = p.r) or (b.user_id = p.r and b.blocked_id = p.s))`;
-}
-
 /** Whom `user` blocks, by id. */
 export async function blockedBy(sql: Querier, user: number): Promise<number[]> {
   const rows = await sql<{ id: number }[]>`
