@@ -188,6 +188,8 @@ class ChatUser {
   readonly receivedMsgs = new Map<number, Msg>();
   /** seqs in arrival order, per socket (checked only when messages carry seq). */
   readonly socketSeqs: number[][] = [];
+  /** Beside each of those seqs, how it came: "sent", "push", "echo" (own message pushed). */
+  readonly socketKinds: string[][] = [];
   readonly errors: Record<string, number> = {};
   readonly closes: Record<string, number> = {};
   logins = 0;
@@ -249,6 +251,7 @@ class ChatUser {
     const ws = new WebSocket(url);
     this.#ws = ws;
     const seqs: number[] = [];
+    const kinds: string[] = [];
     const closed = new Promise<CloseEvent>((resolve) =>
       ws.addEventListener("close", (e) => resolve(e))
     );
@@ -267,7 +270,10 @@ class ChatUser {
         // the client gave up waiting for it (its ref is gone): the server wrote it to this
         // socket, in its place among the conversation's events.
         const sentSeq = (frame.message as Msg).seq;
-        if (typeof sentSeq === "number") seqs.push(sentSeq);
+        if (typeof sentSeq === "number") {
+          seqs.push(sentSeq);
+          kinds.push(this.#refs.has(frame.ref as string) ? "sent" : "late sent");
+        }
       }
       if (typeof frame.ref === "string" && this.#refs.has(frame.ref)) {
         const resolve = this.#refs.get(frame.ref)!;
@@ -283,12 +289,18 @@ class ChatUser {
           this.#count(this.errors, "info:own_echo");
           // Still an event of the conversation on this socket (a catch-up replays the user's own
           // messages after the device's cursor too): it counts for the order.
-          if (typeof m.seq === "number") seqs.push(m.seq);
+          if (typeof m.seq === "number") {
+            seqs.push(m.seq);
+            kinds.push("echo");
+          }
           return;
         }
         this.received.set(m.id, (this.received.get(m.id) ?? 0) + 1);
         this.receivedMsgs.set(m.id, m);
-        if (typeof m.seq === "number") seqs.push(m.seq);
+        if (typeof m.seq === "number") {
+          seqs.push(m.seq);
+          kinds.push("push");
+        }
         try {
           ws.send(JSON.stringify({ type: "ack", ids: [m.id] }));
         } catch {
@@ -309,6 +321,7 @@ class ChatUser {
       return;
     }
     this.socketSeqs.push(seqs);
+    this.socketKinds.push(kinds);
     const request = (frame: Frame): Promise<Frame | null> => {
       const ref = `r${this.#nextRef++}`;
       const reply = new Promise<Frame | null>((resolve) => {
@@ -633,20 +646,27 @@ export async function runChaos(
         for (const m of [...u.receivedMsgs.values(), ...partner.receivedMsgs.values()]) {
           senderOf.set(m.seq!, m.from.id === u.id ? "own" : "the partner's");
         }
-        for (const seqs of u.socketSeqs) {
+        u.socketSeqs.forEach((seqs, socket) => {
+          const kinds = u.socketKinds[socket];
           let last = 0;
-          for (const s of seqs) {
-            if (s <= last) continue; // a duplicate, dropped as a client does
+          let lastAt = -1;
+          seqs.forEach((s, at) => {
+            if (s <= last) return; // a duplicate, dropped as a client does
             if (last !== 0 && s !== last + 1) {
               const skipped = Array.from({ length: s - last - 1 }, (_, k) => last + 1 + k)
                 .map((q) => `${q} (${senderOf.get(q) ?? "unknown"})`);
               seqBreaches.push(
-                `${u.name}: seq ${s} after ${last} on one socket, skipping ${skipped.join(", ")}`,
+                `${u.name}: seq ${s} (${kinds[at]}, frame ${
+                  at + 1
+                } of ${seqs.length}) after ${last} (${kinds[lastAt]}) on one socket, skipping ${
+                  skipped.join(", ")
+                }`,
               );
             }
             last = s;
-          }
-        }
+            lastAt = at;
+          });
+        });
       });
     }
 
