@@ -577,18 +577,26 @@ Deno.test("back-pressure: a socket that stops reading is closed; its messages st
       const sender = await loggedIn(server.wsUrl);
       const text = "x".repeat(4000);
       const count = 2500; // about 10 MB of pushes, beyond the kernel's buffers and the 4 MiB bound
-      const sent = await Promise.all(
-        Array.from(
-          { length: count },
-          (_, i) =>
-            sender.client.request({
-              type: "send",
-              to: { user: slow.user.id },
-              text,
-              clientId: `bp${i}`,
-            }, 60_000),
-        ),
-      );
+      // In waves: each `sent` carries the text too, and a sender that has not read 4 MiB of its
+      // own replies is just as slow a reader (on a busy machine the batches outran this one).
+      const wave = 250;
+      const sent: Frame[] = [];
+      for (let first = 0; first < count; first += wave) {
+        sent.push(
+          ...await Promise.all(
+            Array.from(
+              { length: wave },
+              (_, k) =>
+                sender.client.request({
+                  type: "send",
+                  to: { user: slow.user.id },
+                  text,
+                  clientId: `bp${first + k}`,
+                }, 60_000),
+            ),
+          ),
+        );
+      }
       assertEquals(sent.filter((r) => r.type === "sent").length, count);
       await eventually(
         async () => await stateOf(sql, slow.user.id) === "offline",
