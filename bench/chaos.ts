@@ -252,6 +252,11 @@ class ChatUser {
     this.#ws = ws;
     const seqs: number[] = [];
     const kinds: string[] = [];
+    const record = (seq: unknown, kind: string) => {
+      if (typeof seq !== "number") return;
+      seqs.push(seq);
+      kinds.push(kind);
+    };
     const closed = new Promise<CloseEvent>((resolve) =>
       ws.addEventListener("close", (e) => resolve(e))
     );
@@ -269,11 +274,10 @@ class ChatUser {
         // frames that came right behind it may have been handled. So does one that came after
         // the client gave up waiting for it (its ref is gone): the server wrote it to this
         // socket, in its place among the conversation's events.
-        const sentSeq = (frame.message as Msg).seq;
-        if (typeof sentSeq === "number") {
-          seqs.push(sentSeq);
-          kinds.push(this.#refs.has(frame.ref as string) ? "sent" : "late sent");
-        }
+        record(
+          (frame.message as Msg).seq,
+          this.#refs.has(frame.ref as string) ? "sent" : "late sent",
+        );
       }
       if (typeof frame.ref === "string" && this.#refs.has(frame.ref)) {
         const resolve = this.#refs.get(frame.ref)!;
@@ -289,18 +293,12 @@ class ChatUser {
           this.#count(this.errors, "info:own_echo");
           // Still an event of the conversation on this socket (a catch-up replays the user's own
           // messages after the device's cursor too): it counts for the order.
-          if (typeof m.seq === "number") {
-            seqs.push(m.seq);
-            kinds.push("echo");
-          }
+          record(m.seq, "echo");
           return;
         }
         this.received.set(m.id, (this.received.get(m.id) ?? 0) + 1);
         this.receivedMsgs.set(m.id, m);
-        if (typeof m.seq === "number") {
-          seqs.push(m.seq);
-          kinds.push("push");
-        }
+        record(m.seq, "push");
         try {
           ws.send(JSON.stringify({ type: "ack", ids: [m.id] }));
         } catch {

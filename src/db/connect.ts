@@ -104,7 +104,7 @@ function connectServer(url: string, options: ConnectOptions): Database {
         ...clientOptions(`${appName}:${name}`, log, 1),
         idle_timeout: 0,
         // Never recycled: ending the lock's connection would free the node's lock, and the other
-        // nodes would take the node for dead; the others are busy or cheap to keep.
+        // nodes would take the node for dead. LISTEN and the send batches gain nothing from it.
         max_lifetime: null,
       }) as unknown as Sql;
       extra.push(client);

@@ -253,14 +253,12 @@ export async function storeMessages(
         ${batch.map((m) => m.text)}::text[],
         ${batch.map((m) => m.clientId)}::text[])`;
   if (rows.length !== batch.length) throw new Error("store_messages answered for another batch");
+  /** Each group's members, carried by the batch's first message there: read before the rest. */
   const members = new Map<number, number[]>();
-  rows.forEach((r, i) => {
-    const to = batch[i].to;
-    if (r.members && "group" in to) members.set(to.group, r.members);
-  });
   const stored: Stored[] = [];
   for (const [i, r] of rows.entries()) {
     const m = batch[i];
+    if (r.members && "group" in m.to) members.set(m.to.group, r.members);
     if (r.outcome !== "ok") {
       stored.push({ ok: false, reason: r.outcome });
       continue;
