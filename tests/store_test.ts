@@ -1,7 +1,8 @@
 /**
  * @module The send batch on a real database, below the outbox, and the outbox on a connection of
  * its own: a clientId stored before is found without a gap in the log, what the batch refuses
- * leaves no row, and batches queued on one connection keep the order of their messages.
+ * leaves no row, batches queued on one connection keep the order of their messages, and the
+ * function keeps its planner settings.
  */
 import { assertEquals } from "./support/assert.ts";
 import { createTestDatabase, sqlClient, withSql } from "./support/context.ts";
@@ -114,6 +115,22 @@ Deno.test("batches queued on one connection store a sender's messages in the ord
     assertEquals(batches.length > 1, true, "more than one batch");
   } finally {
     await sql.end({ timeout: 5 });
+    await db.drop();
+  }
+});
+
+Deno.test("store_messages keeps its planner settings: one plan for any batch, index lookups", async () => {
+  // A later migration that replaces the function (create or replace) drops the settings given by
+  // `alter function`: this says so before a small batch costs a plan per call again.
+  const db = await createTestDatabase("settings");
+  try {
+    await withSql(db.url, async (sql) => {
+      await migrate(sql);
+      const [{ config }] = await sql<{ config: string[] }[]>`
+        select proconfig as config from pg_proc where proname = 'store_messages'`;
+      assertEquals(config.toSorted(), ["enable_seqscan=off", "plan_cache_mode=force_generic_plan"]);
+    });
+  } finally {
     await db.drop();
   }
 });
