@@ -12,7 +12,14 @@ export interface Profile {
   /** Longest a traffic run may take before it is cut and reported as timed out. */
   runDeadlineMs: number;
   direct: { users: number; messages: number; windows: number[]; warmupPerSender: number };
-  latency: { users: number; msgsPerSec: number; durationMs: number; drainMs: number };
+  /** `warmupMs`: the same load before the measured run, whose figures are reported apart. */
+  latency: {
+    users: number;
+    msgsPerSec: number;
+    warmupMs: number;
+    durationMs: number;
+    drainMs: number;
+  };
   cross: { users: number; messages: number; window: number };
   /** Three nodes: `users` in pairs across A and B, `idle` users on C; once per bus. */
   cluster: { users: number; idle: number; messages: number; window: number };
@@ -33,7 +40,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     socketsPerLoadgen: 2500,
     runDeadlineMs: 180_000,
     direct: { users: 100, messages: 20_000, windows: [1, 8], warmupPerSender: 20 },
-    latency: { users: 100, msgsPerSec: 5000, durationMs: 10_000, drainMs: 120_000 },
+    latency: { users: 100, msgsPerSec: 5000, warmupMs: 3000, durationMs: 10_000, drainMs: 120_000 },
     cross: { users: 100, messages: 20_000, window: 8 },
     cluster: { users: 100, idle: 50, messages: 20_000, window: 8 },
     group: { members: 200, messages: 2_000, senders: 10, window: 1 },
@@ -49,7 +56,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     socketsPerLoadgen: 2500,
     runDeadlineMs: 60_000,
     direct: { users: 100, messages: 10_000, windows: [1, 8], warmupPerSender: 10 },
-    latency: { users: 100, msgsPerSec: 5000, durationMs: 3000, drainMs: 30_000 },
+    latency: { users: 100, msgsPerSec: 5000, warmupMs: 1000, durationMs: 3000, drainMs: 30_000 },
     cross: { users: 100, messages: 10_000, window: 8 },
     cluster: { users: 100, idle: 50, messages: 10_000, window: 8 },
     group: { members: 100, messages: 200, senders: 10, window: 1 },
@@ -65,7 +72,7 @@ export const PROFILES: Record<Profile["name"], Profile> = {
     socketsPerLoadgen: 2500,
     runDeadlineMs: 20_000,
     direct: { users: 10, messages: 200, windows: [1, 8], warmupPerSender: 2 },
-    latency: { users: 10, msgsPerSec: 200, durationMs: 1000, drainMs: 10_000 },
+    latency: { users: 10, msgsPerSec: 200, warmupMs: 200, durationMs: 1000, drainMs: 10_000 },
     cross: { users: 10, messages: 200, window: 8 },
     cluster: { users: 10, idle: 4, messages: 200, window: 8 },
     group: { members: 6, messages: 20, senders: 2, window: 1 },

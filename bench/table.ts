@@ -30,6 +30,13 @@ function counts(label: string, v: unknown): string {
 }
 
 /** Marks a run that did not see every receipt it expected. */
+/** The latency scenario's warm-up, reported apart from the measured run. */
+function warmup(v: unknown): string {
+  if (!v || typeof v !== "object") return "";
+  const w = v as { durationMs?: unknown; p99Ms?: unknown };
+  return `; warm-up ${n(w.durationMs)} ms before: p99 ${msOf(w.p99Ms)}`;
+}
+
 function flags(t: Entry): string {
   return (t.timedOut ? ", TIMED OUT" : "") + (t.stalled ? ", STALLED (receipts missing)" : "");
 }
@@ -56,7 +63,8 @@ function describe(e: Entry): [string, string, string] {
         `p50 ${msOf(e.p50Ms)} p99 ${msOf(e.p99Ms)} max ${msOf(e.maxMs)}; achieved ${
           n(e.achievedMsgsPerSec)
         } msg/s, delivered ${e.delivered}/${e.sent}` + counts("errors", e.errors) +
-        flags(e),
+        flags(e) +
+        warmup(e.warmup),
       ];
     case "cross":
       return [
