@@ -29,7 +29,6 @@ function counts(label: string, v: unknown): string {
   return `, ${label} ${JSON.stringify(v)}`;
 }
 
-/** Marks a run that did not see every receipt it expected. */
 /** The latency scenario's warm-up, reported apart from the measured run. */
 function warmup(v: unknown): string {
   if (!v || typeof v !== "object") return "";
@@ -37,6 +36,7 @@ function warmup(v: unknown): string {
   return `; warm-up ${n(w.durationMs)} ms before: p99 ${msOf(w.p99Ms)}`;
 }
 
+/** Marks a run that did not see every receipt it expected. */
 function flags(t: Entry): string {
   return (t.timedOut ? ", TIMED OUT" : "") + (t.stalled ? ", STALLED (receipts missing)" : "");
 }
