@@ -188,8 +188,14 @@ class ChatUser {
   readonly receivedMsgs = new Map<number, Msg>();
   /** seqs in arrival order, per socket (checked only when messages carry seq). */
   readonly socketSeqs: number[][] = [];
-  /** Beside each of those seqs, how it came: "sent", "push", "echo" (own message pushed). */
+  /**
+   * Beside each of those seqs, how it came: "sent", "late sent" (after the client gave up on it),
+   * "resent" (the answer to a send first made on an earlier socket), "push", "echo" (own message
+   * pushed).
+   */
   readonly socketKinds: string[][] = [];
+  /** clientId → the socket (its index in socketSeqs) the send was first made on. */
+  readonly firstAskedOn = new Map<string, number>();
   readonly errors: Record<string, number> = {};
   readonly closes: Record<string, number> = {};
   logins = 0;
@@ -252,6 +258,8 @@ class ChatUser {
     this.#ws = ws;
     const seqs: number[] = [];
     const kinds: string[] = [];
+    // This socket's index in socketSeqs, where it goes once open.
+    const socket = this.socketSeqs.length;
     const record = (seq: unknown, kind: string) => {
       if (typeof seq !== "number") return;
       seqs.push(seq);
@@ -273,10 +281,17 @@ class ChatUser {
         // A `sent` counts for the order where it arrived: the code awaiting it runs only after
         // frames that came right behind it may have been handled. So does one that came after
         // the client gave up waiting for it (its ref is gone): the server wrote it to this
-        // socket, in its place among the conversation's events.
+        // socket, in its place among the conversation's events. The answer to a send retried
+        // from an earlier socket names the message stored the first time, and is marked so.
+        const m = frame.message as Msg;
+        const asked = this.firstAskedOn.get(m.clientId ?? "");
         record(
-          (frame.message as Msg).seq,
-          this.#refs.has(frame.ref as string) ? "sent" : "late sent",
+          m.seq,
+          asked !== undefined && asked !== socket
+            ? "resent"
+            : this.#refs.has(frame.ref as string)
+            ? "sent"
+            : "late sent",
         );
       }
       if (typeof frame.ref === "string" && this.#refs.has(frame.ref)) {
@@ -361,6 +376,7 @@ class ChatUser {
         this.outstanding.push(clientId);
       }
       const clientId = this.outstanding[0];
+      if (!this.firstAskedOn.has(clientId)) this.firstAskedOn.set(clientId, socket);
       const reply = await request({
         type: "send",
         to: { user: this.partner.id },
@@ -475,6 +491,11 @@ export interface Report {
   unsettledSends: number;
   seqChecked: boolean;
   seqBreaches: string[];
+  /**
+   * Answers to sends retried from an earlier socket whose seq that user's earlier sockets had
+   * passed already: dropped by the order check as events applied before.
+   */
+  resentApplied: number;
   logins: number;
   clientErrors: Record<string, number>;
   closeCodes: Record<string, number>;
@@ -625,6 +646,7 @@ export async function runChaos(
 
     // Version 2: per-conversation seq gapless, and in order on every socket.
     const seqBreaches: string[] = [];
+    let resentApplied = 0;
     const allMsgs = users.flatMap((u) => [...u.receivedMsgs.values()]);
     const seqChecked = allMsgs.length > 0 && allMsgs.every((m) => typeof m.seq === "number");
     if (seqChecked) {
@@ -644,11 +666,20 @@ export async function runChaos(
         for (const m of [...u.receivedMsgs.values(), ...partner.receivedMsgs.values()]) {
           senderOf.set(m.seq!, m.from.id === u.id ? "own" : "the partner's");
         }
+        // The highest seq this user's sockets received before the one at hand. An answer to a
+        // send retried from an earlier socket names the message stored the first time, at its
+        // seq, which may lie before this socket's starting point: an event the device applied
+        // already, dropped as a client does (PROTOCOL.md), not this socket's first.
+        let applied = 0;
         u.socketSeqs.forEach((seqs, socket) => {
           const kinds = u.socketKinds[socket];
           let last = 0;
           let lastAt = -1;
           seqs.forEach((s, at) => {
+            if (kinds[at] === "resent" && s <= applied) {
+              resentApplied++;
+              return;
+            }
             if (s <= last) return; // a duplicate, dropped as a client does
             if (last !== 0 && s !== last + 1) {
               const skipped = Array.from({ length: s - last - 1 }, (_, k) => last + 1 + k)
@@ -664,6 +695,7 @@ export async function runChaos(
             last = s;
             lastAt = at;
           });
+          applied = Math.max(applied, ...seqs);
         });
       });
     }
@@ -715,6 +747,7 @@ export async function runChaos(
       unsettledSends,
       seqChecked,
       seqBreaches: seqBreaches.slice(0, 20),
+      resentApplied,
       logins: users.reduce((n, u) => n + u.logins, 0),
       clientErrors,
       closeCodes,
@@ -757,6 +790,7 @@ if (import.meta.main) {
   log(
     `${report.ok ? "ok" : "FAILED"}: ${report.sent} sent, ${report.delivered} delivered, ` +
       `${report.lost.length} lost, ${report.duplicateDeliveries} duplicate deliveries, ` +
+      `${report.resentApplied} retried answers behind the start, ` +
       `${report.faults.length} faults ${JSON.stringify(report.faultCounts)}; report ${out}`,
   );
   for (const breach of report.breaches) log(`breach: ${breach}`);
