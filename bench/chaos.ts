@@ -695,7 +695,7 @@ export async function runChaos(
             last = s;
             lastAt = at;
           });
-          applied = Math.max(applied, ...seqs);
+          for (const s of seqs) applied = Math.max(applied, s);
         });
       });
     }
