@@ -164,6 +164,15 @@ class Node {
 // Users
 
 type Frame = Record<string, unknown> & { type: string };
+/**
+ * An event as one socket received it: "sent", "late sent" (after the client gave up on it),
+ * "resent" (the answer to a send first made on an earlier socket), "push", "echo" (own message
+ * pushed).
+ */
+interface SeqFrame {
+  seq: number;
+  kind: "sent" | "late sent" | "resent" | "push" | "echo";
+}
 interface Msg {
   id: number;
   seq?: number;
@@ -186,15 +195,12 @@ class ChatUser {
   /** message id → how many times it arrived (as a push). */
   readonly received = new Map<number, number>();
   readonly receivedMsgs = new Map<number, Msg>();
-  /** seqs in arrival order, per socket (checked only when messages carry seq). */
-  readonly socketSeqs: number[][] = [];
   /**
-   * Beside each of those seqs, how it came: "sent", "late sent" (after the client gave up on it),
-   * "resent" (the answer to a send first made on an earlier socket), "push", "echo" (own message
-   * pushed).
+   * Per socket, the conversation's events in arrival order (checked only when messages carry
+   * seq), each with how it came.
    */
-  readonly socketKinds: string[][] = [];
-  /** clientId → the socket (its index in socketSeqs) the send was first made on. */
+  readonly sockets: SeqFrame[][] = [];
+  /** clientId → the socket (its index in `sockets`) the send was first made on. */
   readonly firstAskedOn = new Map<string, number>();
   readonly errors: Record<string, number> = {};
   readonly closes: Record<string, number> = {};
@@ -256,14 +262,11 @@ class ChatUser {
   async #session(url: string): Promise<void> {
     const ws = new WebSocket(url);
     this.#ws = ws;
-    const seqs: number[] = [];
-    const kinds: string[] = [];
-    // This socket's index in socketSeqs, where it goes once open.
-    const socket = this.socketSeqs.length;
-    const record = (seq: unknown, kind: string) => {
-      if (typeof seq !== "number") return;
-      seqs.push(seq);
-      kinds.push(kind);
+    const frames: SeqFrame[] = [];
+    // This socket's index in `sockets`, where it goes once open.
+    const socket = this.sockets.length;
+    const record = (seq: unknown, kind: SeqFrame["kind"]) => {
+      if (typeof seq === "number") frames.push({ seq, kind });
     };
     const closed = new Promise<CloseEvent>((resolve) =>
       ws.addEventListener("close", (e) => resolve(e))
@@ -333,8 +336,7 @@ class ChatUser {
       ws.close();
       return;
     }
-    this.socketSeqs.push(seqs);
-    this.socketKinds.push(kinds);
+    this.sockets.push(frames);
     const request = (frame: Frame): Promise<Frame | null> => {
       const ref = `r${this.#nextRef++}`;
       const reply = new Promise<Frame | null>((resolve) => {
@@ -671,12 +673,11 @@ export async function runChaos(
         // seq, which may lie before this socket's starting point: an event the device applied
         // already, dropped as a client does (PROTOCOL.md), not this socket's first.
         let applied = 0;
-        u.socketSeqs.forEach((seqs, socket) => {
-          const kinds = u.socketKinds[socket];
+        for (const frames of u.sockets) {
           let last = 0;
-          let lastAt = -1;
-          seqs.forEach((s, at) => {
-            if (kinds[at] === "resent" && s <= applied) {
+          let lastKind = "";
+          frames.forEach(({ seq: s, kind }, at) => {
+            if (kind === "resent" && s <= applied) {
               resentApplied++;
               return;
             }
@@ -685,18 +686,18 @@ export async function runChaos(
               const skipped = Array.from({ length: s - last - 1 }, (_, k) => last + 1 + k)
                 .map((q) => `${q} (${senderOf.get(q) ?? "unknown"})`);
               seqBreaches.push(
-                `${u.name}: seq ${s} (${kinds[at]}, frame ${
+                `${u.name}: seq ${s} (${kind}, frame ${
                   at + 1
-                } of ${seqs.length}) after ${last} (${kinds[lastAt]}) on one socket, skipping ${
+                } of ${frames.length}) after ${last} (${lastKind}) on one socket, skipping ${
                   skipped.join(", ")
                 }`,
               );
             }
             last = s;
-            lastAt = at;
+            lastKind = kind;
           });
-          for (const s of seqs) applied = Math.max(applied, s);
-        });
+          for (const { seq } of frames) applied = Math.max(applied, seq);
+        }
       });
     }
 
