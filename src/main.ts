@@ -66,9 +66,8 @@ function identity(config: Config): NodeIdentity {
 /**
  * The last line of defence for a serving process: an error nothing caught is logged with its stack
  * and the process carries on. Ending it would drop every socket and, until the reaper runs, leave
- * its users online. The one seen in practice: postgres.js 3.4.9 can run a write it scheduled with
- * setImmediate after its connection closed ("Cannot read properties of null (reading 'write')"),
- * when a database connection is reset; that connection is already closed and being replaced.
+ * its users online. The one seen in practice came from postgres.js 3.4.9, a write it ran after its
+ * connection had closed; 4.2.0 has not shown it.
  */
 function keepServing(log: Logger): void {
   globalThis.addEventListener("error", (event) => {

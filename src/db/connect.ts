@@ -23,20 +23,9 @@ const TYPES = {
   },
 };
 
-/**
- * `sql.begin(fn)`, retried once when postgres.js 3.4.9 refuses to start it with
- * UNSAFE_TRANSACTION. Under many concurrent transactions the driver can hand `begin` a connection
- * it does not count as reserved (porsager/postgres#823), and fails the transaction as soon as
- * BEGIN completes, before `fn` has run a statement: a second try is safe.
- */
+/** `sql.begin(fn)`, typed as `fn`'s result (the driver's type unwraps arrays of promises). */
 export async function transaction<T>(sql: Sql, fn: (tx: TransactionSql) => Promise<T>): Promise<T> {
-  for (let attempt = 1;; attempt++) {
-    try {
-      return await sql.begin(fn) as T;
-    } catch (error) {
-      if ((error as { code?: string })?.code !== "UNSAFE_TRANSACTION" || attempt >= 3) throw error;
-    }
-  }
+  return await sql.begin(fn) as T;
 }
 
 /**
