@@ -430,8 +430,8 @@ Deno.test("ack and read refuse conversations the user is not in and seqs beyond 
     const group = ((await alice.client.request({ type: "group.create", name: "x" })).group as {
       id: number;
     }).id;
-    await send(alice.client, { user: bob.user.id }, "one");
-    await send(alice.client, { group }, "g");
+    const one = await send(alice.client, { user: bob.user.id }, "one");
+    const inGroup = await send(alice.client, { group }, "g");
     const cursors = async () =>
       await sql`select * from user_cursors order by user_id, conversation_id`;
     const before = JSON.stringify(await cursors());
@@ -459,9 +459,12 @@ Deno.test("ack and read refuse conversations the user is not in and seqs beyond 
       (await bob.client.request({ type: "ack", ids: [1], with: { group }, seq: 1 })).code,
       "bad_frame",
     );
-    // v1 acks of ids the user cannot see are ignored, as before.
-    bob.client.send({ type: "ack", ids: [999999] });
+    // v1 acks of ids the user cannot see are ignored, as before: no such message, another pair's
+    // message, a group's message to one who is not a member.
+    bob.client.send({ type: "ack", ids: [999999, inGroup.id] });
+    stranger.client.send({ type: "ack", ids: [one.id, inGroup.id] });
     await bob.client.request({ type: "ping" });
+    await stranger.client.request({ type: "ping" });
     assertEquals(JSON.stringify(await cursors()), before);
     // Forward only: a later ack of a lower seq leaves the cursors where they are. A socket runs
     // an ack before the requests after it, so the ping's answer comes after its write.
