@@ -8,7 +8,6 @@ import * as q from "../db/queries/chat.ts";
 import * as logs from "../db/queries/logs.ts";
 import * as edits from "../db/queries/edits.ts";
 import type { ChangeKind } from "../db/queries/edits.ts";
-import { transaction } from "../db/connect.ts";
 import * as presence from "../db/queries/presence.ts";
 import type { Logger } from "../log.ts";
 import type { Bus, BusEvent, Delivery } from "../realtime/bus.ts";
@@ -599,7 +598,7 @@ export class Chat {
     change: { kind: "edited"; text: string } | { kind: "deleted" },
     session?: number,
   ): Promise<LogEvent> {
-    const { row, seq, recipients } = await transaction(this.#sql, async (tx) => {
+    const { row, seq, recipients } = await this.#sql.begin(async (tx) => {
       const head = await edits.visibleMessage(tx, id, userId, true);
       if (!head) throw new ChatError("not_found", `No message has id ${id}: check the id`);
       if (head.senderId !== userId) {

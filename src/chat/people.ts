@@ -3,7 +3,7 @@
  * group, and typing notices. Like the rest of the domain it commits first and then tells other
  * nodes through the bus; it never touches a socket.
  */
-import { type Sql, transaction } from "../db/connect.ts";
+import type { Sql } from "../db/connect.ts";
 import * as q from "../db/queries/people.ts";
 import { addFriendship, groupExists, userExists } from "../db/queries/chat.ts";
 import type { BusEvent } from "../realtime/bus.ts";
@@ -62,7 +62,7 @@ export class People {
    * first and refuses this, or comes after and ends the friendship.
    */
   async befriend(me: number, other: number): Promise<boolean> {
-    return await transaction(this.sql, async (tx) => {
+    return await this.sql.begin(async (tx) => {
       await q.lockDirect(tx, me, other);
       if (await q.blockedEitherWay(tx, me, other)) throw blocked();
       return await addFriendship(tx, me, other);
@@ -81,7 +81,7 @@ export class People {
   /** Blocks `other` (again: nothing changes) and ends any friendship with it, as friend.remove. */
   async block(me: number, other: number, session?: number): Promise<void> {
     if (other === me) throw notYourself("user", "block");
-    const unfriended = await transaction(this.sql, async (tx) => {
+    const unfriended = await this.sql.begin(async (tx) => {
       await q.lockDirect(tx, me, other);
       if (!await userExists(tx, other)) throw notFoundUser(other);
       await q.addBlock(tx, me, other);

@@ -23,11 +23,6 @@ const TYPES = {
   },
 };
 
-/** `sql.begin(fn)`, typed as `fn`'s result (the driver's type unwraps arrays of promises). */
-export async function transaction<T>(sql: Sql, fn: (tx: TransactionSql) => Promise<T>): Promise<T> {
-  return await sql.begin(fn) as T;
-}
-
 /**
  * PostgreSQL ended the transaction to break a deadlock (deadlock_detected): nothing of it was
  * written, and running it again is safe. Batches of sends and of cursor moves lock some of the same

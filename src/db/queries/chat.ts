@@ -2,7 +2,7 @@
  * @module SQL for friends, groups and messages. Presence flags come from the same live-session rule
  * as `user_state` (see presence.ts).
  */
-import { type Querier, type Sql, transaction } from "../connect.ts";
+import type { Querier, Sql } from "../connect.ts";
 import { CONVERSATION_NAMESPACE, conversationLockKey } from "../locks.ts";
 
 export interface FriendRow {
@@ -92,7 +92,7 @@ export async function createGroup(
   name: string,
   description: string,
 ): Promise<number> {
-  return await transaction(sql, async (tx) => {
+  return await sql.begin(async (tx) => {
     const [g] = await tx<{ id: number }[]>`
       insert into groups (name, description, created_by)
       values (${name}, ${description}, ${creator})
@@ -113,7 +113,7 @@ export async function joinGroup(
   groupId: number,
   userId: number,
 ): Promise<"joined" | "member" | "missing"> {
-  return await transaction(sql, async (tx) => {
+  return await sql.begin(async (tx) => {
     await tx`select pg_advisory_xact_lock(${CONVERSATION_NAMESPACE}::int, ${
       conversationLockKey(`g:${groupId}`)
     }::int)`;

@@ -4,7 +4,7 @@
  * The `user_state` view and every query here read that same rule, so a dead node's users read
  * offline as soon as its lease ends, even before anything is cleaned up.
  */
-import { type Querier, type Sql, transaction } from "../connect.ts";
+import type { Querier, Sql } from "../connect.ts";
 import { LOCK_NAMESPACE } from "../locks.ts";
 
 export type LoginPolicy = "reject" | "takeover" | "multi";
@@ -52,7 +52,7 @@ export async function openSession(
   policy: LoginPolicy,
   device: Uint8Array | null = null,
 ): Promise<OpenedSession | "node_unregistered" | null> {
-  return await transaction(sql, async (tx) => {
+  return await sql.begin(async (tx) => {
     // Three statements in one round trip (postgres.js pipelines them; PostgreSQL runs them in this
     // order): a login storm, as when a node drains, is mostly round trips. The user's row is
     // locked first, so the sessions read next include every login of this user decided before.
@@ -118,7 +118,7 @@ export async function onlineAmong(sql: Querier, userIds: readonly number[]): Pro
  * at once to another node finds itself offline there.
  */
 export async function endNodeSessions(sql: Sql, nodeId: string): Promise<number[]> {
-  return await transaction(sql, async (tx) => {
+  return await sql.begin(async (tx) => {
     const gone = await tx<{ user_id: number }[]>`
       delete from sessions where node_id = ${nodeId} returning user_id`;
     return await stillOffline(tx, gone.map((r) => r.user_id));
@@ -130,7 +130,7 @@ export async function endNodeSessions(sql: Sql, nodeId: string): Promise<number[
  * now. This is both the start-up reset of `serve` and the `reset` command: one function.
  */
 export async function resetNode(sql: Sql, nodeId: string): Promise<number[]> {
-  return await transaction(sql, async (tx) => {
+  return await sql.begin(async (tx) => {
     const gone = await tx<{ user_id: number }[]>`
       delete from sessions where node_id = ${nodeId} returning user_id`;
     await tx`delete from nodes where id = ${nodeId}`;
@@ -140,7 +140,7 @@ export async function resetNode(sql: Sql, nodeId: string): Promise<number[]> {
 
 /** `reset --all`: every session of every node. Refuses while another node's lease is live. */
 export async function resetAll(sql: Sql, force: boolean, self: string): Promise<number[]> {
-  return await transaction(sql, async (tx) => {
+  return await sql.begin(async (tx) => {
     if (!force) {
       const live = await tx<{ id: string }[]>`
         select id from nodes where expires_at > now() and id <> ${self}`;
@@ -257,7 +257,7 @@ export async function reapDeadNodes(
   self: string,
   probeLocks: boolean,
 ): Promise<ReapedNodes> {
-  return await transaction(sql, async (tx) => {
+  return await sql.begin(async (tx) => {
     const dead = await tx<{ id: string }[]>`
       select id from nodes
        where id <> ${self}
@@ -308,7 +308,7 @@ export async function nextPeer(
  */
 export async function awaitLockFree(sql: Sql, peer: Peer, ms: number): Promise<boolean> {
   try {
-    await transaction(sql, async (tx) => {
+    await sql.begin(async (tx) => {
       await tx`select set_config('lock_timeout', ${`${Math.max(1, Math.round(ms))}ms`}, true)`;
       await tx`select pg_advisory_xact_lock(${LOCK_NAMESPACE}::int, ${peer.lockKey}::int)`;
     });
