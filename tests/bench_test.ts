@@ -77,6 +77,12 @@ Deno.test("bench --tiny runs every scenario end to end and writes complete JSON"
     }
     const [latency] = entries(scenarios, "latency");
     assertNumbers(latency, ["offeredMsgsPerSec", "durationMs", "p50Ms", "p99Ms", "maxMs"]);
+    assertNumbers({ ...(latency.warmup as Record<string, unknown>), name: "latency.warmup" }, [
+      "durationMs",
+      "p50Ms",
+      "p99Ms",
+      "maxMs",
+    ]);
     assertDelivered("latency", latency);
     const [cross] = entries(scenarios, "cross");
     assertNumbers(cross, ["msgsPerSec", "p50Ms", "p99Ms"]);
